@@ -1,0 +1,139 @@
+"""Labels from paths: the layouts that turn a relative path into ``subject``, ``age_mo``, ….
+
+Everything here is pure (no I/O) so it can be unit-tested on strings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .errors import BadInputError
+
+#: Value stored in ``age_mo`` when the source gives no age (the coordinate stays integer).
+MISSING_AGE = -1
+#: Value stored in a string label when the source gives none.
+MISSING_STR = ""
+
+#: Names a label column cannot take: they are the store's own variables and dimensions.
+RESERVED_NAMES = frozenset({"sample", "feature", "embedding", "path", "nonfinite"})
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+INTEGER_LABELS = frozenset({"age_mo"})
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How labels are read from a relative path.
+
+    Parameters
+    ----------
+    name
+        Short name recorded in the store's provenance.
+    pattern
+        Regular expression searched in the POSIX relative path; its named groups become labels
+        (``age_mo`` is parsed as an integer, every other group is a string).
+    join_key
+        Optional expression whose named group ``key`` gives the canonical key used to join a
+        ``--labels`` CSV; defaults to the whole path.
+    """
+
+    name: str
+    pattern: str
+    join_key: str | None = None
+
+    def __post_init__(self) -> None:
+        regex = _compile(self.pattern)
+        for group in regex.groupindex:
+            check_label_name(group)
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        return _compile(self.pattern)
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(self.regex.groupindex)
+
+    def parse(self, path: str) -> dict[str, str | int]:
+        """Return the labels of ``path``; raise :class:`BadInputError` if it does not match."""
+        match = self.regex.search(path)
+        if match is None:
+            msg = f"path does not match the {self.name!r} layout ({self.pattern})"
+            raise BadInputError(path, msg)
+        labels: dict[str, str | int] = {}
+        for key, value in match.groupdict().items():
+            if key in INTEGER_LABELS:
+                labels[key] = MISSING_AGE if value is None else int(value)
+            else:
+                labels[key] = MISSING_STR if value is None else value
+        return labels
+
+    def canonical(self, path: str) -> str:
+        """The key used to match ``path`` against a labels CSV."""
+        if self.join_key is None:
+            return path
+        match = _compile(self.join_key).search(path)
+        return path if match is None else match.group("key")
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        msg = f"invalid --pattern {pattern!r}: {exc}"
+        raise BadInputError("--pattern", msg) from exc
+
+
+def check_label_name(name: str) -> str:
+    """Return ``name`` if it can be a label column, else raise :class:`BadInputError`."""
+    if not _NAME_RE.match(name) or name in RESERVED_NAMES:
+        msg = (
+            f"{name!r} cannot be a label name (letters, digits and _, starting with a letter; "
+            f"not one of {sorted(RESERVED_NAMES)})"
+        )
+        raise BadInputError("labels", msg)
+    return name
+
+
+#: ``<category>/<subject>_<age_mo>_month_level_avg.npy`` (the age-month normalization notebook).
+BABYVIEW = Layout(
+    name="babyview",
+    pattern=r"(?:^|/)(?P<category>[^/]+)/(?P<subject>[^/_]+)_(?P<age_mo>\d+)_month_level_avg\.npy$",
+)
+
+#: ``[files/pNN/]p<subject>/s<study>/<file>`` (MIMIC-IV-Echo DICOMs, MP4s and the ``.pt`` keys).
+MIMIC_ECHO = Layout(
+    name="mimic-echo",
+    pattern=r"(?:^|/)(?P<subject>p\d+)/(?P<study>s\d+)/[^/]+$",
+    join_key=r"(?P<key>p\d+/s\d+/[^/]+?)(?:\.[A-Za-z0-9]+)?$",
+)
+
+LAYOUTS: Mapping[str, Layout] = {layout.name: layout for layout in (BABYVIEW, MIMIC_ECHO)}
+
+
+def get_layout(layout: str | Layout | None = None, *, pattern: str | None = None) -> Layout | None:
+    """Resolve a layout name or a ``--pattern`` regex into a :class:`Layout` (or ``None``)."""
+    if layout is not None and pattern is not None:
+        raise BadInputError("--pattern", "give either a layout or a pattern, not both")
+    if pattern is not None:
+        return Layout(name="pattern", pattern=pattern)
+    if layout is None or isinstance(layout, Layout):
+        return layout
+    try:
+        return LAYOUTS[layout]
+    except KeyError:
+        msg = f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}"
+        raise BadInputError("--layout", msg) from None
+
+
+def labels_for(layout: Layout | None, paths: Iterable[str]) -> dict[str, list[str | int]]:
+    """Parse every path; return one list per label column, aligned with ``paths``."""
+    if layout is None:
+        return {}
+    columns: dict[str, list[str | int]] = {name: [] for name in layout.label_names}
+    for path in paths:
+        for key, value in layout.parse(path).items():
+            columns[key].append(value)
+    return columns

@@ -1,0 +1,61 @@
+"""Extra label columns joined by path from a CSV (e.g. MIMIC's ``echo-record-list.csv``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import BadInputError
+from ..labels import INTEGER_LABELS, MISSING_AGE, Layout, check_label_name
+
+
+@dataclass
+class LabelsTable:
+    """Label rows keyed by the canonical path key (see :meth:`Layout.canonical`)."""
+
+    file: str
+    key: str
+    columns: list[str]
+    rows: dict[str, tuple[str | int, ...]]
+    layout: Layout | None
+
+    def lookup(self, path: str) -> dict[str, str | int] | None:
+        """The labels of ``path``, or ``None`` if the CSV has no row for it."""
+        canonical = self.layout.canonical(path) if self.layout else path
+        values = self.rows.get(canonical)
+        return None if values is None else dict(zip(self.columns, values, strict=True))
+
+
+def read_labels_csv(file: str | Path, *, key: str = "path", layout: Layout | None = None) -> LabelsTable:
+    """Read ``file``; its ``key`` column holds paths, every other column becomes a label.
+
+    With a layout that defines a join key (``mimic-echo``), paths are matched on it, so
+    ``files/p10/p10002221/s94106955/94106955_0001.dcm`` in the CSV matches the
+    ``p10002221/s94106955/94106955_0001.mp4`` row of a ``.pt`` dict.
+    """
+    name = str(file)
+    try:
+        table = pd.read_csv(file, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise BadInputError(name, f"unreadable CSV ({exc})") from exc
+    if key not in table.columns:
+        raise BadInputError(name, f"no {key!r} column to join on (columns: {list(table.columns)})")
+    columns = [check_label_name(str(c)) for c in table.columns if c != key]
+    for column in columns:
+        if column in INTEGER_LABELS:
+            bad = ~table[column].str.fullmatch(r"-?\d+|")
+            if bad.any():
+                raise BadInputError(name, f"column {column!r} holds non-integers, e.g. {table[column][bad].iloc[0]!r}")
+    values = [
+        [int(v) if v else MISSING_AGE for v in table[c]] if c in INTEGER_LABELS else table[c].tolist()
+        for c in columns
+    ]
+    rows: dict[str, tuple[str | int, ...]] = {}
+    for i, path in enumerate(table[key].tolist()):
+        canonical = layout.canonical(path) if layout else path
+        if canonical in rows:
+            raise BadInputError(name, f"two rows for the same path {path!r}")
+        rows[canonical] = tuple(column[i] for column in values)
+    return LabelsTable(name, key, columns, rows, layout)

@@ -1,0 +1,109 @@
+"""Trees of one-vector ``.npy`` files (``<root>/<category>/<subject>_<age>_month_level_avg.npy``)."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from . import BadRow, SourceBatch, check_vector, stack
+
+_MAGIC = b"\x93NUMPY"
+
+
+def list_npy_files(root: Path) -> list[str]:
+    """Relative POSIX paths of every ``.npy`` file under ``root``, sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        found.extend(prefix + name for name in filenames if name.endswith(".npy"))
+    found.sort()
+    return found
+
+
+class NpyReader:
+    """Reads one-vector ``.npy`` files fast: each distinct header is parsed once.
+
+    A tree of 34,550 files shares one or two headers, so after the first file a read is
+    ``read_bytes`` + a dictionary lookup + ``np.frombuffer``. ``allow_pickle`` is never used.
+    """
+
+    def __init__(self) -> None:
+        self._headers: dict[bytes, tuple[np.dtype, tuple[int, ...]] | str] = {}
+
+    def read(self, file: Path) -> np.ndarray | str:
+        """Return the array in ``file``, or a string saying what is wrong with it."""
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            return f"cannot read: {exc.strerror or exc}"
+        if data[:6] != _MAGIC or len(data) < 10:
+            return "not a .npy file (bad magic bytes)" if data else "empty file"
+        size_bytes = 2 if data[6] == 1 else 4
+        offset = 8 + size_bytes + int.from_bytes(data[8 : 8 + size_bytes], "little")
+        header = data[:offset]
+        parsed = self._headers.get(header)
+        if parsed is None:
+            parsed = self._headers[header] = _parse_header(header)
+        if isinstance(parsed, str):
+            return parsed
+        dtype, shape = parsed
+        expected = int(np.prod(shape)) * dtype.itemsize
+        if len(data) - offset != expected:
+            return f"truncated: header promises {expected} bytes of data, file has {len(data) - offset}"
+        return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
+
+
+def _parse_header(header: bytes) -> tuple[np.dtype, tuple[int, ...]] | str:
+    stream = io.BytesIO(header)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    except (ValueError, SyntaxError) as exc:
+        return f"unreadable .npy header ({exc})"
+    if dtype.hasobject:
+        return "holds Python objects (pickles are never loaded)"
+    if fortran and len(shape) > 1:
+        return f"expected a 1-D vector, got shape {shape}"
+    return dtype, tuple(shape)
+
+
+class NpyTreeSource:
+    """Every ``.npy`` file under a folder, one vector per file, keyed by relative path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.name = str(self.root)
+        self.files = list_npy_files(self.root)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def batches(
+        self, *, batch_rows: int, feature_size: int | None, skip: Callable[[str], bool]
+    ) -> Iterator[SourceBatch]:
+        reader = NpyReader()
+        for start in range(0, len(self.files), batch_rows):
+            paths, vectors, bad, skipped = [], [], [], 0
+            for rel in self.files[start : start + batch_rows]:
+                if skip(rel):
+                    skipped += 1
+                    continue
+                file = self.root / rel
+                array = reader.read(file)
+                problem = array if isinstance(array, str) else check_vector(str(file), array, feature_size)
+                if problem is not None:
+                    bad.append(BadRow(str(file), problem))
+                    continue
+                feature_size = feature_size or array.shape[0]
+                paths.append(rel)
+                vectors.append(array)
+            yield SourceBatch(paths, stack(vectors, feature_size), bad=bad, skipped=skipped)

@@ -1,0 +1,87 @@
+"""``.pt`` dict files ``{relative_path: tensor[D]}`` as written by the V-JEPA2 extraction scripts."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError
+from . import BadRow, SourceBatch, stack
+
+
+def load_pt_dict(file: Path) -> dict[str, Any]:
+    """Load a ``{path: tensor}`` dict with ``torch.load(weights_only=True)``.
+
+    A file that needs arbitrary code to unpickle is refused, never executed.
+    """
+    import torch
+
+    try:
+        obj = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = f"refused: loading it would run arbitrary code (torch.load weights_only=True: {first})"
+        raise BadInputError(str(file), msg) from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise BadInputError(str(file), f"unreadable .pt file ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise BadInputError(str(file), f"expected a dict {{path: tensor}}, got {type(obj).__name__}")
+    return obj
+
+
+class PtDictSource:
+    """One ``.pt`` dict file; rows in sorted key order."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = Path(file)
+        self.name = str(self.file)
+        self._data: dict[str, Any] | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = load_pt_dict(self.file)
+        return self._data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def batches(
+        self, *, batch_rows: int, feature_size: int | None, skip: Callable[[str], bool]
+    ) -> Iterator[SourceBatch]:
+        import torch
+
+        data = self.data
+        bad_keys = [BadRow(f"{self.file}[{k!r}]", "key is not a string") for k in data if not isinstance(k, str)]
+        keys = sorted(k for k in data if isinstance(k, str))
+        for start in range(0, len(keys), batch_rows):
+            paths, tensors, bad, skipped = [], [], bad_keys if start == 0 else [], 0
+            for key in keys[start : start + batch_rows]:
+                if skip(key):
+                    skipped += 1
+                    continue
+                value = data[key]
+                if not isinstance(value, torch.Tensor):
+                    bad.append(BadRow(f"{self.file}[{key!r}]", f"value is a {type(value).__name__}, not a tensor"))
+                    continue
+                if value.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+                    bad.append(BadRow(f"{self.file}[{key!r}]", f"dtype {value.dtype} is not a floating-point type"))
+                    continue
+                problem = None if value.ndim == 1 else f"expected a 1-D vector, got shape {tuple(value.shape)}"
+                if problem is None and feature_size is not None and value.shape[0] != feature_size:
+                    problem = f"vector has {value.shape[0]} values, the store holds {feature_size}-d vectors"
+                if problem is not None:
+                    bad.append(BadRow(f"{self.file}[{key!r}]", problem))
+                    continue
+                feature_size = feature_size or int(value.shape[0])
+                paths.append(key)
+                tensors.append(value)
+            if tensors:
+                vectors = torch.stack(tensors).to(torch.float32).numpy()
+            else:
+                vectors = stack([], feature_size)
+            yield SourceBatch(paths, vectors, bad=bad, skipped=skipped)
+
+
