@@ -69,6 +69,9 @@ def stack(vectors: list[np.ndarray], feature_size: int | None) -> np.ndarray:
     return np.stack(vectors).astype(np.float32, copy=False)
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
 def open_source(path: str | os.PathLike[str]) -> Source:
     """Pick the reader for ``path`` by what it is: a folder, a ``.pt`` file or an HDF5 file."""
     from .hdf5 import Hdf5Source
@@ -81,9 +84,11 @@ def open_source(path: str | os.PathLike[str]) -> Source:
     if path.is_dir():
         return NpyTreeSource(path)
     suffix = path.suffix.lower()
-    if suffix in (".pt", ".pth"):
-        return PtDictSource(path)
-    if suffix in (".h5", ".hdf5", ".nc"):
+    with path.open("rb") as f:
+        head = f.read(8)
+    if suffix in (".h5", ".hdf5", ".nc") or head == _HDF5_SIGNATURE:
         return Hdf5Source(path)
+    if suffix in (".pt", ".pth") or head.startswith(b"PK\x03\x04"):  # torch.save writes a zip
+        return PtDictSource(path)
     msg = "unknown source type (expected a folder of .npy files, a .pt dict or an .h5 export)"
     raise BadInputError(str(path), msg)
