@@ -8,7 +8,12 @@ except PackageNotFoundError:  # running from a checkout that is not installed
     __version__ = "0+unknown"
 
 from .errors import BadInputError, DuplicatePathError, EmbstoreError, SchemaError, StoreError
-from .store import StoreWriter, create_store, open_store
+from .store import StoreWriter, create_store, open_store, repair
+from .ingest import IngestReport, ingest
+from .normalize import NormalizeReport, normalize, normalize_store
+from .export import ExportReport, export
+from .info import ValidationReport, info, validate
+from .demo import run_demo
 
 open = open_store  # noqa: A001 - ``embstore.open(path)`` is the documented entry point
 
@@ -16,11 +21,23 @@ __all__ = [
     "BadInputError",
     "DuplicatePathError",
     "EmbstoreError",
+    "ExportReport",
+    "IngestReport",
+    "NormalizeReport",
     "SchemaError",
     "StoreError",
     "StoreWriter",
+    "ValidationReport",
     "__version__",
     "create_store",
+    "export",
+    "info",
+    "ingest",
+    "normalize",
+    "normalize_store",
     "open",
     "open_store",
+    "repair",
+    "run_demo",
+    "validate",
 ]

@@ -1,0 +1,250 @@
+"""The ``embstore`` command line: each command parses its arguments and calls one library function.
+
+Errors a user can cause print as one line (``error: <file>: <problem>``) with exit code 1;
+``--quiet`` silences progress bars and summaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+import embstore
+from embstore.errors import EmbstoreError
+from embstore.ingest import DEFAULT_BATCH_ROWS
+
+app = typer.Typer(
+    name="embstore",
+    help="Store, normalize, inspect and export embeddings in labelled Zarr stores.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
+StorePath = Annotated[Path, typer.Option("--store", "-s", help="The store (a .zarr folder).")]
+
+
+class Layout(str, Enum):
+    babyview = "babyview"
+    mimic_echo = "mimic-echo"
+
+
+class Duplicate(str, Enum):
+    skip = "skip"
+    error = "error"
+
+
+class Format(str, Enum):
+    npy_tree = "npy-tree"
+    pt = "pt"
+    hdf5 = "hdf5"
+
+
+def _command(func: F) -> F:
+    """Register ``func`` as a command that turns user errors into one line and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet = kwargs.get("quiet", False)
+        logging.basicConfig(
+            level=logging.ERROR if quiet else logging.WARNING,
+            format="%(message)s",
+            handlers=[RichHandler(console=err, show_time=False, show_path=False)],
+            force=True,
+        )
+        try:
+            return func(*args, **kwargs)
+        except EmbstoreError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("[red]interrupted[/red]: committed batches are kept; re-run to finish")
+            raise typer.Exit(130) from None
+
+    app.command(name=func.__name__.removesuffix("_cmd").replace("_", "-"))(wrapper)
+    return func
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool, what: str) -> Iterator[Callable[[int, int], None] | None]:
+    if quiet:
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        out.print(text, highlight=False, soft_wrap=True)
+
+
+@_command
+def ingest_cmd(
+    sources: Annotated[list[Path], typer.Argument(help=".npy folders, .pt dict files or .h5 exports.")],
+    store: StorePath,
+    layout: Annotated[Layout | None, typer.Option(help="Read labels from paths in this layout.")] = None,
+    pattern: Annotated[
+        str | None, typer.Option(help="Regex with named groups (subject, age_mo, category...) for labels.")
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="CSV of extra labels joined by path.")] = None,
+    labels_key: Annotated[str, typer.Option(help="The CSV column holding paths.")] = "path",
+    skip_bad: Annotated[bool, typer.Option(help="Skip and report bad rows instead of failing.")] = False,
+    on_duplicate: Annotated[Duplicate, typer.Option(help="A path already stored: skip it or fail.")] = Duplicate.skip,
+    model: Annotated[str | None, typer.Option(help="Embedding model name, recorded when creating.")] = None,
+    batch_rows: Annotated[int, typer.Option(min=1, help="Rows per commit.")] = DEFAULT_BATCH_ROWS,
+    quiet: Quiet = False,
+) -> None:
+    """Append embeddings to a store (created if missing), exactly once and crash-safe."""
+    with _progress(quiet, "ingest") as progress:
+        report = embstore.ingest(
+            sources, store=store, layout=layout.value if layout else None, pattern=pattern,
+            labels_csv=labels, labels_key=labels_key, skip_bad=skip_bad,
+            on_duplicate=on_duplicate.value, model=model, batch_rows=batch_rows, progress=progress,
+        )
+    _say(quiet, f"{store}: {report.summary()}")
+    for bad in report.bad:
+        _say(quiet, f"  skipped {bad}")
+    for path in report.nonfinite[:10]:
+        _say(quiet, f"  non-finite: {path}")
+
+
+@_command
+def normalize_cmd(
+    store: Annotated[Path, typer.Argument(help="The store.")],
+    exclude_subject: Annotated[
+        list[str] | None, typer.Option("--exclude-subject", "-x", help="Leave out of the statistics (repeatable).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Name of the new variable.")] = "normalized",
+    variable: Annotated[str, typer.Option(help="Variable to normalize.")] = "embedding",
+    eps: Annotated[float, typer.Option(help="Added to the std.")] = 1e-10,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing variable of that name.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Feature-wise normalization with subjects excluded from the statistics only."""
+    with _progress(quiet, "normalize") as progress:
+        report = embstore.normalize_store(
+            store, exclude_subjects=exclude_subject or [], variable=variable, name=name,
+            eps=eps, overwrite=overwrite, progress=progress,
+        )
+    _say(quiet, f"{store}: {report.summary()}")
+
+
+@_command
+def info_cmd(
+    store: Annotated[Path, typer.Argument(help="The store.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Rows, feature size, labels, variables (provenance, coverage), flagged rows."""
+    data = embstore.info(store)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    out.print(f"[bold]{data['store']}[/bold]: {data['rows']} rows x {data['feature_size']} features, "
+              f"model {data['model'] or 'unknown'}, schema v{data['schema_version']}", highlight=False)
+    table = Table("label", "type", "unique", "missing", "most common")
+    for name, label in data["labels"].items():
+        top = ", ".join(f"{k} ({v})" for k, v in label["top"][:5])
+        table.add_row(name, label["dtype"], str(label["unique"]), str(label["missing"]), top)
+    out.print(table)
+    table = Table("variable", "dims", "dtype", "status", "provenance")
+    for name, var in data["variables"].items():
+        prov = var.get("provenance", {})
+        desc = ", ".join(f"{k}={prov[k]}" for k in ("source", "exclude_subjects", "rows_used", "eps", "time") if k in prov)
+        table.add_row(name, " x ".join(var["dims"]), var["dtype"], var.get("status", ""), desc)
+    out.print(table)
+    flagged = data["flagged"]
+    out.print(f"non-finite rows: {flagged['nonfinite']}" + (f" (e.g. {', '.join(flagged['paths'])})" if flagged["paths"] else ""))
+    for entry in data["provenance"][-5:]:
+        extra = {k: entry[k] for k in ("sources", "rows_added", "status") if k in entry}
+        out.print(f"  {entry['time']} {entry['action']} {extra}", highlight=False)
+    for line in data["uncommitted"]:
+        out.print(f"[yellow]uncommitted:[/yellow] {line}")
+
+
+@_command
+def export_cmd(
+    store: Annotated[Path, typer.Argument(help="The store.")],
+    output: Annotated[Path, typer.Argument(metavar="OUT", help="Output folder (npy-tree) or file.")],
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")],  # noqa: A002
+    variable: Annotated[str, typer.Option(help="Variable to export.")] = "embedding",
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Write a variable as a .npy tree (original relative paths), a .pt dict or HDF5."""
+    with _progress(quiet, "export") as progress:
+        report = embstore.export(store, output, format=format.value, variable=variable, overwrite=overwrite, progress=progress)
+    _say(quiet, report.summary())
+
+
+@_command
+def validate_cmd(
+    store: Annotated[Path, typer.Argument(help="The store.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Check the schema and consistency (lengths, unique paths, committed state)."""
+    report = embstore.validate(store)
+    if as_json:
+        print(json.dumps({"store": report.store, "ok": report.ok, "errors": report.errors, "warnings": report.warnings}, indent=2))
+    else:
+        for line in report.errors:
+            err.print(f"[red]error:[/red] {line}", highlight=False)
+        for line in report.warnings:
+            err.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
+        _say(quiet, f"{store}: {'valid' if report.ok else f'{len(report.errors)} problem(s)'}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@_command
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Folder for the generated data, store and exports.")],
+    subjects: Annotated[int, typer.Option(min=2, help="Subjects to generate.")] = 6,
+    categories: Annotated[int, typer.Option(min=1, help="Categories to generate.")] = 20,
+    dim: Annotated[int, typer.Option(min=1, help="Feature size.")] = 768,
+    quiet: Quiet = False,
+) -> None:
+    """Generate a babyview-style .npy tree and run the whole job on it: ingest, normalize
+    (first subject excluded from the statistics), info, export."""
+    with _progress(quiet, "demo") as progress:
+        result = embstore.run_demo(directory, n_subjects=subjects, n_categories=categories, dim=dim, progress=progress)
+    _say(quiet, f"generated {result.files} .npy files in {result.tree}")
+    _say(quiet, f"ingest: {result.ingest.summary()}")
+    _say(quiet, f"normalize: {result.normalize.summary()}")
+    _say(quiet, f"export: {result.export.summary()}")
+    _say(quiet, f"store: {result.store}  (try: embstore info {result.store})")
+
+
+def main() -> None:
+    """Entry point of the ``embstore`` command."""
+    sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()
