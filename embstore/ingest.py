@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import BadInputError
 from .labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, Layout, get_layout
-from .sources import BadRow, SourceBatch, open_source
+from .sources import BadRow, Source, SourceBatch, open_source
 from .sources.csv_labels import LabelsTable, read_labels_csv
 from .store import StoreWriter, is_store
 
@@ -122,7 +122,7 @@ def ingest(
             ):
                 done += len(batch.paths) + len(batch.bad) + batch.skipped
                 report.already_stored += batch.skipped
-                paths, vectors, labels = _label_batch(batch, resolved, table, report, skip_bad)
+                paths, vectors, labels = _label_batch(batch, source, resolved, table, report, skip_bad)
                 if writer is None and len(paths):
                     writer = StoreWriter(
                         store, feature_size=vectors.shape[1], model=model,
@@ -157,6 +157,7 @@ def ingest(
 
 def _label_batch(
     batch: SourceBatch,
+    source: Source,
     layout: Layout | None,
     table: LabelsTable | None,
     report: IngestReport,
@@ -174,7 +175,7 @@ def _label_batch(
             if table is not None:
                 labels.update(_csv_labels(table, path, labels))
         except BadInputError as exc:
-            bad.append(BadRow(exc.source, exc.problem))
+            bad.append(BadRow(source.locate(path), exc.problem))
             keep[i] = False
             continue
         rows.append(labels)

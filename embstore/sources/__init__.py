@@ -45,6 +45,10 @@ class Source(Protocol):
 
     def __len__(self) -> int: ...
 
+    def locate(self, path: str) -> str:
+        """Where the row ``path`` comes from, for error messages (a file, or file[key])."""
+        ...
+
     def batches(
         self, *, batch_rows: int, feature_size: int | None, skip: Callable[[str], bool]
     ) -> Iterator[SourceBatch]: ...

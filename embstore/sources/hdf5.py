@@ -39,6 +39,9 @@ class Hdf5Source:
     def __len__(self) -> int:
         return int(self._ds.sizes["sample"])
 
+    def locate(self, path: str) -> str:
+        return f"{self.file}[{path!r}]"
+
     def batches(
         self, *, batch_rows: int, feature_size: int | None, skip: Callable[[str], bool]
     ) -> Iterator[SourceBatch]:

@@ -87,6 +87,9 @@ class NpyTreeSource:
     def __len__(self) -> int:
         return len(self.files)
 
+    def locate(self, path: str) -> str:
+        return str(self.root / path)
+
     def batches(
         self, *, batch_rows: int, feature_size: int | None, skip: Callable[[str], bool]
     ) -> Iterator[SourceBatch]:

@@ -48,6 +48,9 @@ class PtDictSource:
     def __len__(self) -> int:
         return len(self.data)
 
+    def locate(self, path: str) -> str:
+        return f"{self.file}[{path!r}]"
+
     def batches(
         self, *, batch_rows: int, feature_size: int | None, skip: Callable[[str], bool]
     ) -> Iterator[SourceBatch]:
