@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +16,8 @@ from .errors import BadInputError
 from .labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, Layout, get_layout
 from .sources import BadRow, Source, SourceBatch, open_source
 from .sources.csv_labels import LabelsTable, read_labels_csv
-from .store import StoreWriter, is_store
+from .sources.pt import PtDictSource
+from .store import AppendResult, StoreWriter, is_store
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,8 @@ def ingest(
     resolved = get_layout(layout, pattern=pattern)
     table = read_labels_csv(labels_csv, key=labels_key, layout=resolved) if labels_csv else None
     opened = [open_source(s) for s in sources]
-    total = sum(len(s) for s in opened)
+    sized = [s for s in opened if not isinstance(s, PtDictSource)]  # a .pt's size costs a load
+    remaining = sum(len(s) for s in sized)
     writer = StoreWriter(store, on_duplicate=on_duplicate) if is_store(store) else None
     report = IngestReport(store=str(store), rows=writer.rows if writer else 0)
     run_info = {
@@ -113,8 +117,24 @@ def ingest(
     def already_stored(path: str) -> bool:  # sees ``writer`` once it is created below
         return writer is not None and on_duplicate == "skip" and writer.contains(path)
 
+    # Commits run on one background thread, overlapping the reading of the next batch (zarr's
+    # encoding and file writes release the GIL); at most one batch waits, so memory is bounded.
+    committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embstore-commit")
+    pending: Future[AppendResult] | None = None
+
+    def collect() -> None:
+        nonlocal pending
+        if pending is not None:
+            result, pending = pending.result(), None
+            report.rows_added += result.added
+            report.already_stored += len(result.duplicates)
+            report.nonfinite.extend(result.nonfinite)
+            report.rows = result.rows
+
     try:
         for source in opened:
+            remaining -= len(source) if source in sized else 0
+            total = done + len(source) + remaining  # loads a .pt now, as it is about to be read
             for batch in source.batches(
                 batch_rows=batch_rows,
                 feature_size=writer.feature_size if writer else None,
@@ -129,19 +149,20 @@ def ingest(
                         on_duplicate=on_duplicate, row_chunk=row_chunk,
                     )
                     writer.start_run("ingest", **run_info)
+                collect()
                 if writer is not None and len(paths):
-                    result = writer.append(paths, vectors, labels)
-                    report.rows_added += result.added
-                    report.already_stored += len(result.duplicates)
-                    report.rows = result.rows
-                    flagged = ~np.isfinite(vectors).all(axis=1)
-                    report.nonfinite.extend(p for p, f in zip(paths, flagged, strict=True) if f)
+                    pending = committer.submit(writer.append, paths, vectors, labels)
                 if progress is not None:
                     progress(done, total)
+        collect()
     except BaseException as exc:
+        with contextlib.suppress(BaseException):
+            collect()  # a good batch in flight is still committed
+        committer.shutdown()
         if writer is not None:
             writer.finish_run("failed", error=str(exc) or type(exc).__name__)
         raise
+    committer.shutdown()
     if writer is not None:
         writer.finish_run(
             "complete",

@@ -30,6 +30,7 @@ from .errors import EmbstoreError, StoreError
 from .labels import RESERVED_NAMES
 from .store import (
     FEATURE,
+    MATRIX_COMPRESSORS,
     ROOT_ATTR,
     SAMPLE,
     _commit,
@@ -252,6 +253,7 @@ def _write_staged(ds: xr.Dataset, path: Path, stage: Path, name: str, variable: 
     target = zarr.create_array(
         store=str(stage / name), shape=source.shape, chunks=source.chunks, dtype="float32",
         fill_value=float("nan"), dimension_names=(SAMPLE, FEATURE), zarr_format=3,
+        compressors=MATRIX_COMPRESSORS,
         attributes={"coordinates": coords, ROOT_ATTR: attrs},
     )
     # the statistics are concrete now: this graph only reads, scales and writes chunks

@@ -66,6 +66,10 @@ SAMPLE, FEATURE = "sample", "feature"
 COORD_CHUNK = 131072
 #: Target bytes per chunk of the embedding matrix (the whole feature axis per chunk).
 TARGET_CHUNK_BYTES = 16 * 2**20
+#: Embedding matrices are stored uncompressed: float32 embeddings shrink by only ~7% under
+#: zstd or blosc+shuffle (measured on 768-d data), while compression made writes 2-4x and
+#: reads 2-6x slower. Labels keep zarr's default zstd (paths compress well).
+MATRIX_COMPRESSORS = None
 
 
 def now() -> str:
@@ -298,6 +302,7 @@ def create_store(
         _create_array(
             path, "embedding", shape=(0, feature_size), chunks=(chunk, feature_size),
             dtype="float32", fill_value=float("nan"), dimension_names=(SAMPLE, FEATURE),
+            compressors=MATRIX_COMPRESSORS,
             attributes={"coordinates": "path nonfinite subject age_mo", "long_name": "embedding"},
         )
         _create_label_array(path, "path", 0, "string")
@@ -402,6 +407,7 @@ class AppendResult:
     added: int = 0
     duplicates: list[str] = field(default_factory=list)
     rows: int = 0
+    nonfinite: list[str] = field(default_factory=list)
 
 
 class StoreWriter:
@@ -549,7 +555,8 @@ class StoreWriter:
             _commit(self.path, self._attrs_with_run(state, rows=stop))
             self._paths.update(kept_paths)
             self._known_rows = stop
-            return AppendResult(stop - start, duplicates, stop)
+            flagged = [p for p, f in zip(kept_paths, columns["nonfinite"], strict=True) if f]
+            return AppendResult(stop - start, duplicates, stop, flagged)
 
     def _check_batch(
         self, paths: Sequence[str], vectors: np.ndarray, labels: Mapping[str, Sequence[Any]]

@@ -86,5 +86,6 @@ class PtDictSource:
             else:
                 vectors = stack([], feature_size)
             yield SourceBatch(paths, vectors, bad=bad, skipped=skipped)
+        self._data = None  # one dict in memory at a time, however many files are ingested
 
 

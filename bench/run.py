@@ -1,0 +1,214 @@
+"""Side-by-side benchmarks of embstore against the workflows it replaces; writes bench/RESULTS.md.
+
+Each comparison runs both sides in this one process, on the same data, best of ``--repeat``
+runs each, and reports the ratio embstore / baseline (lower is better), because these machines
+are shared and noisy. Usage::
+
+    python bench/run.py [--workdir /tmp/embstore-bench] [--scale 1.0] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import embstore
+from embstore.store import StoreWriter
+
+HERE = Path(__file__).resolve().parent
+
+
+def best_of(repeat: int, func, setup=None) -> float:
+    times = []
+    for _ in range(repeat):
+        if setup:
+            setup()
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def make_babyview_tree(root: Path, n: int, dim: int) -> None:
+    """``n`` files over 163 categories and 31 subjects, ages 6-37, like the notebook's tree."""
+    if root.exists() and sum(1 for _ in root.rglob("*.npy")) == n:
+        return
+    shutil.rmtree(root, ignore_errors=True)
+    rng = np.random.default_rng(0)
+    data = (rng.normal(0, 1, dim) + rng.uniform(0.1, 0.7, dim) * rng.standard_normal((n, dim))).astype("f4")
+    for i in range(n):
+        category, subject, age = i % 163, (i // 163) % 31, 6 + (i // (163 * 31)) % 32
+        folder = root / f"category{category:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / f"{(subject + 27) * 10000 + 1:08d}_{age}_month_level_avg.npy", data[i])
+
+
+def notebook_pipeline(root: Path, out: Path, excluded: str) -> None:
+    """The seed notebook's normalization, as written (minus tqdm): walk, load, stack, stats, save."""
+    shutil.rmtree(out, ignore_errors=True)
+    rows = []
+    for folder in [f for f in root.iterdir() if f.is_dir()]:
+        for file in folder.glob("*.npy"):
+            subject = file.stem.split("_")[0]
+            rows.append((folder.name, file, subject, np.load(file)))
+    matrix = np.array([r[3].flatten() for r in rows if r[2] != excluded])
+    mean, std = matrix.mean(axis=0), matrix.std(axis=0) + 1e-10
+    for category, file, _, vector in rows:
+        (out / category).mkdir(parents=True, exist_ok=True)
+        np.save(out / category / file.name, (vector.flatten() - mean) / std)
+
+
+def make_pt_files(workdir: Path, folders: list[str], n: int, dim: int) -> list[Path]:
+    import torch
+
+    files = []
+    for k, folder in enumerate(folders):
+        file = workdir / f"vitl_embeddings_{folder}.pt"
+        files.append(file)
+        if file.exists():
+            continue
+        rng = np.random.default_rng(k)
+        x = torch.from_numpy(rng.standard_normal((n, dim), dtype=np.float32))
+        keys = [f"{folder}{i // 12:06d}/s9{i // 4:07d}/{i:08d}_0001.mp4" for i in range(n)]
+        torch.save({key: x[i].clone() for i, key in enumerate(keys)}, file)
+    return files
+
+
+def make_large_store(store: Path, rows: int, dim: int) -> None:
+    """A store of ``rows`` rows grouped by subject (as a sorted ingest leaves it)."""
+    if embstore.store.is_store(store) and embstore.store.read_state(store).rows == rows:
+        return
+    shutil.rmtree(store, ignore_errors=True)
+    writer = StoreWriter(store, feature_size=dim)
+    rng = np.random.default_rng(0)
+    step = 32768
+    for start in range(0, rows, step):
+        idx = range(start, min(rows, start + step))
+        paths = [f"p1{i // 50_000}{i // 12:06d}/s9{i // 4:07d}/{i:08d}_0001.mp4" for i in idx]
+        labels = {"subject": [p.split("/")[0] for p in paths], "study": [p.split("/")[1] for p in paths]}
+        writer.append(paths, rng.standard_normal((len(paths), dim), dtype=np.float32), labels)
+
+
+def peak_rss_of_normalize(store: Path) -> float:
+    """Peak RSS (bytes) of a fresh process that normalizes ``store``."""
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec from the forked parent
+    code = (
+        "import sys, embstore;"
+        "embstore.normalize_store(sys.argv[1], overwrite=True);"
+        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(store)], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip().splitlines()[-1]) * 1024
+
+
+def du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/embstore-bench"))
+    parser.add_argument("--scale", type=float, default=1.0, help="Fraction of the seed scale.")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    work, r = args.workdir, args.repeat
+    work.mkdir(parents=True, exist_ok=True)
+    results: list[tuple[str, float, float, str, str]] = []
+
+    def record(name: str, ours: float, theirs: float, goal: str, unit: str = "s") -> None:
+        results.append((name, ours, theirs, goal, unit))
+        print(f"{name}: embstore {ours:.3f}{unit}, baseline {theirs:.3f}{unit}, ratio {ours / theirs:.3f} (goal {goal})", flush=True)
+
+    # 1. ingest a 34,550 x 768 .npy tree vs a plain np.load loop
+    n_npy = int(34_550 * args.scale)
+    tree, store1 = work / "babyview", work / "babyview.zarr"
+    make_babyview_tree(tree, n_npy, 768)
+    files = sorted(tree.rglob("*.npy"))
+    loop = best_of(r, lambda: [np.load(f) for f in files])
+    ours = best_of(r, lambda: embstore.ingest([tree], store=store1, layout="babyview"),
+                   setup=lambda: shutil.rmtree(store1, ignore_errors=True))
+    record(f"1. ingest {n_npy:,} x 768 .npy tree vs np.load loop", ours, loop, "<= 1.0")
+
+    # 2. normalize from the store vs the notebook pipeline
+    excluded = "00270001"
+    nb = best_of(r, lambda: notebook_pipeline(tree, work / "notebook-out", excluded))
+    ours = best_of(r, lambda: embstore.normalize_store(store1, exclude_subjects=[excluded], overwrite=True))
+    record("2. normalize (stats + write) vs notebook (walk+load+stack+stats+save)", ours, nb, "<= 0.1")
+
+    # 3. ingest two 51,000 x 1024 .pt dicts vs torch.load + torch.stack
+    import torch
+
+    n_pt = int(51_000 * args.scale)
+    pts = make_pt_files(work, ["p10", "p11"], n_pt, 1024)
+    store3 = work / "pt.zarr"
+    base = best_of(r, lambda: [torch.stack(list(torch.load(f, weights_only=True).values())) for f in pts])
+    ours = best_of(r, lambda: embstore.ingest(pts, store=store3, layout="mimic-echo"),
+                   setup=lambda: shutil.rmtree(store3, ignore_errors=True))
+    record(f"3. ingest 2 x {n_pt:,} x 1024 .pt dicts vs torch.load + torch.stack", ours, base, "<= 1.25")
+
+    # 4. open + select one subject from a ~500K x 1024 store vs torch.load of the merged dict
+    n_big = int(500_000 * args.scale)
+    big = work / "big.zarr"
+    make_large_store(big, n_big, 1024)
+    merged = work / "vitl_embeddings_all.pt"
+    if not merged.exists():
+        ds = embstore.open(big)
+        data = {}
+        for start in range(0, n_big, 32768):
+            block = ds.isel(sample=slice(start, start + 32768))
+            x = torch.from_numpy(block.embedding.values)
+            data.update({p: x[i].clone() for i, p in enumerate(block.path.values)})
+        torch.save(data, merged)
+        del data
+    subject = "p10" + f"{(n_big // 2) // 12:06d}"[-6:]
+    subject = embstore.open(big).subject.values[n_big // 2]
+
+    def select_one() -> None:
+        ds = embstore.open(big)
+        rows = ds.isel(sample=(ds.subject == subject).values)
+        assert rows.embedding.values.shape[0] > 0
+
+    def torch_one() -> None:
+        d = torch.load(merged, weights_only=True)
+        assert any(k.startswith(subject + "/") for k in d)
+
+    base = best_of(1, torch_one)
+    ours = best_of(r, select_one)
+    record(f"4. open + select one subject of {n_big:,} x 1024 vs torch.load merged .pt", ours, base, "<= 0.01")
+
+    # 5. peak RSS of normalize, flat as N grows; the store is >= 4x the peak
+    small = work / "quarter.zarr"
+    make_large_store(small, n_big // 4, 1024)
+    rss_small, rss_big = peak_rss_of_normalize(small), peak_rss_of_normalize(big)
+    size_big = du(big / "embedding")
+    record(f"5. peak RSS of normalize: {n_big:,} rows vs {n_big // 4:,} rows (flatness)", rss_big / 2**20, rss_small / 2**20, "~1.0, <= 1.5 GB", "MiB")
+    record(f"5b. normalize peak RSS vs the {n_big:,}-row embedding's size on disk", rss_big / 2**20, size_big / 2**20, "<= 0.25", "MiB")
+
+    command = "python bench/run.py " + " ".join(sys.argv[1:])
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Produced by `{command.strip()}` on {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, embstore {embstore.__version__}. "
+        f"Best of {r} runs per side (the merged `.pt` load once); ratio = embstore / baseline, lower is better.",
+        "",
+        "| comparison | embstore | baseline | ratio | goal |",
+        "|---|---|---|---|---|",
+    ]
+    for name, ours, theirs, goal, unit in results:
+        lines.append(f"| {name} | {ours:.3f} {unit} | {theirs:.3f} {unit} | {ours / theirs:.3f} | {goal} |")
+    args.results.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.results}")
+
+
+if __name__ == "__main__":
+    main()
