@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: Rows committed together by default (8 chunks of 4096 rows; ~100 MB of 768-d float32).
 DEFAULT_BATCH_ROWS = 32768
+#: Batches that may wait for their commit while the next ones are read.
+COMMITS_IN_FLIGHT = 2
 #: How many bad rows and non-finite paths the provenance log keeps (the report keeps all).
 PROVENANCE_LIST_LIMIT = 100
 
@@ -117,15 +120,15 @@ def ingest(
     def already_stored(path: str) -> bool:  # sees ``writer`` once it is created below
         return writer is not None and on_duplicate == "skip" and writer.contains(path)
 
-    # Commits run on one background thread, overlapping the reading of the next batch (zarr's
-    # encoding and file writes release the GIL); at most one batch waits, so memory is bounded.
+    # Commits run in order on one background thread, overlapping the reading of the next
+    # batches (file writes release the GIL); at most COMMITS_IN_FLIGHT batches wait, so memory
+    # stays bounded.
     committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embstore-commit")
-    pending: Future[AppendResult] | None = None
+    pending: deque[Future[AppendResult]] = deque()
 
-    def collect() -> None:
-        nonlocal pending
-        if pending is not None:
-            result, pending = pending.result(), None
+    def collect(keep: int = 0) -> None:
+        while len(pending) > keep:
+            result = pending.popleft().result()
             report.rows_added += result.added
             report.already_stored += len(result.duplicates)
             report.nonfinite.extend(result.nonfinite)
@@ -149,9 +152,9 @@ def ingest(
                         on_duplicate=on_duplicate, row_chunk=row_chunk,
                     )
                     writer.start_run("ingest", **run_info)
-                collect()
+                collect(keep=COMMITS_IN_FLIGHT - 1)
                 if writer is not None and len(paths):
-                    pending = committer.submit(writer.append, paths, vectors, labels)
+                    pending.append(committer.submit(writer.append, paths, vectors, labels))
                 if progress is not None:
                     progress(done, total)
         collect()
@@ -185,29 +188,38 @@ def _label_batch(
     skip_bad: bool,
 ) -> tuple[list[str], np.ndarray, dict[str, list[Any]]]:
     """Attach layout and CSV labels; drop (or fail on) rows that cannot be labelled."""
+    paths = batch.paths
     bad = list(batch.bad)
-    keep = np.ones(len(batch.paths), dtype=bool)
-    rows: list[dict[str, Any]] = []
-    for i, path in enumerate(batch.paths):
-        labels = {name: values[i] for name, values in batch.labels.items()}
-        try:
-            if layout is not None:
-                labels.update(layout.parse(path))
-            if table is not None:
-                labels.update(_csv_labels(table, path, labels))
-        except BadInputError as exc:
-            bad.append(BadRow(source.locate(path), exc.problem))
-            keep[i] = False
-            continue
-        rows.append(labels)
+    problems: dict[int, str] = {}
+    columns: dict[str, list[Any]] = {name: list(values) for name, values in batch.labels.items()}
+    if layout is not None:
+        parsed, failed = layout.parse_columns(paths)
+        columns.update(parsed)
+        problems.update(failed)
+    if table is not None:
+        from_paths = dict(columns)  # labels the CSV must agree with
+        for name in table.columns:
+            columns.setdefault(name, [_missing(name)] * len(paths))
+        for i, path in enumerate(paths):
+            if i in problems:
+                continue
+            known = {name: values[i] for name, values in from_paths.items()}
+            try:
+                for name, value in _csv_labels(table, path, known).items():
+                    columns[name][i] = value
+            except BadInputError as exc:
+                problems[i] = exc.problem
+    bad += [BadRow(source.locate(paths[i]), problems[i]) for i in sorted(problems)]
     if bad and not skip_bad:
         more = f" (and {len(bad) - 1} more bad rows; --skip-bad skips them)" if len(bad) > 1 else ""
         raise BadInputError(bad[0].source, bad[0].problem + more)
     report.bad.extend(bad)
-    names = sorted({name for labels in rows for name in labels})
-    columns = {name: [labels.get(name, _missing(name)) for labels in rows] for name in names}
-    paths = [p for p, k in zip(batch.paths, keep, strict=True) if k]
-    return paths, batch.vectors[keep], columns
+    if not problems:
+        return paths, batch.vectors, columns
+    keep = np.ones(len(paths), dtype=bool)
+    keep[list(problems)] = False
+    columns = {name: [v for v, k in zip(values, keep, strict=True) if k] for name, values in columns.items()}
+    return [p for p, k in zip(paths, keep, strict=True) if k], batch.vectors[keep], columns
 
 
 def _csv_labels(table: LabelsTable, path: str, known: dict[str, Any]) -> dict[str, Any]:

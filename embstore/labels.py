@@ -6,7 +6,7 @@ Everything here is pure (no I/O) so it can be unit-tested on strings.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import BadInputError
@@ -50,7 +50,7 @@ class Layout:
 
     @property
     def regex(self) -> re.Pattern[str]:
-        return _compile(self.pattern)
+        return _compile(self.pattern)  # re caches compiled patterns
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -69,6 +69,27 @@ class Layout:
             else:
                 labels[key] = MISSING_STR if value is None else value
         return labels
+
+    def parse_columns(self, paths: Sequence[str]) -> tuple[dict[str, list[str | int]], dict[int, str]]:
+        """Parse many paths at once: one list per label, plus the problem of each failed row.
+
+        Failed rows hold a missing value in every column (the caller drops them).
+        """
+        regex = self.regex
+        matches = [regex.search(p) for p in paths]
+        failed = {
+            i: f"path does not match the {self.name!r} layout ({self.pattern})"
+            for i, m in enumerate(matches)
+            if m is None
+        }
+        columns: dict[str, list[str | int]] = {}
+        for name in regex.groupindex:
+            values = [None if m is None else m.group(name) for m in matches]
+            if name in INTEGER_LABELS:
+                columns[name] = [MISSING_AGE if v is None else int(v) for v in values]
+            else:
+                columns[name] = [MISSING_STR if v is None else v for v in values]
+        return columns, failed
 
     def canonical(self, path: str) -> str:
         """The key used to match ``path`` against a labels CSV."""
