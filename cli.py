@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -42,17 +42,17 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or 
 StorePath = Annotated[Path, typer.Option("--store", "-s", help="The store (a .zarr folder).")]
 
 
-class Layout(str, Enum):
+class Layout(StrEnum):
     babyview = "babyview"
     mimic_echo = "mimic-echo"
 
 
-class Duplicate(str, Enum):
+class Duplicate(StrEnum):
     skip = "skip"
     error = "error"
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     npy_tree = "npy-tree"
     pt = "pt"
     hdf5 = "hdf5"
@@ -88,7 +88,12 @@ def _progress(quiet: bool, what: str) -> Iterator[Callable[[int, int], None] | N
     if quiet:
         yield None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(what, total=None)
 
@@ -105,26 +110,45 @@ def _say(quiet: bool, text: str) -> None:
 
 @_command
 def ingest_cmd(
-    sources: Annotated[list[Path], typer.Argument(help=".npy folders, .pt dict files or .h5 exports.")],
+    sources: Annotated[
+        list[Path], typer.Argument(help=".npy folders, .pt dict files or .h5 exports.")
+    ],
     store: StorePath,
-    layout: Annotated[Layout | None, typer.Option(help="Read labels from paths in this layout.")] = None,
+    layout: Annotated[
+        Layout | None, typer.Option(help="Read labels from paths in this layout.")
+    ] = None,
     pattern: Annotated[
-        str | None, typer.Option(help="Regex with named groups (subject, age_mo, category...) for labels.")
+        str | None,
+        typer.Option(help="Regex with named groups (subject, age_mo, category...) for labels."),
     ] = None,
     labels: Annotated[Path | None, typer.Option(help="CSV of extra labels joined by path.")] = None,
     labels_key: Annotated[str, typer.Option(help="The CSV column holding paths.")] = "path",
-    skip_bad: Annotated[bool, typer.Option(help="Skip and report bad rows instead of failing.")] = False,
-    on_duplicate: Annotated[Duplicate, typer.Option(help="A path already stored: skip it or fail.")] = Duplicate.skip,
-    model: Annotated[str | None, typer.Option(help="Embedding model name, recorded when creating.")] = None,
+    skip_bad: Annotated[
+        bool, typer.Option(help="Skip and report bad rows instead of failing.")
+    ] = False,
+    on_duplicate: Annotated[
+        Duplicate, typer.Option(help="A path already stored: skip it or fail.")
+    ] = Duplicate.skip,
+    model: Annotated[
+        str | None, typer.Option(help="Embedding model name, recorded when creating.")
+    ] = None,
     batch_rows: Annotated[int, typer.Option(min=1, help="Rows per commit.")] = DEFAULT_BATCH_ROWS,
     quiet: Quiet = False,
 ) -> None:
     """Append embeddings to a store (created if missing), exactly once and crash-safe."""
     with _progress(quiet, "ingest") as progress:
         report = embstore.ingest(
-            sources, store=store, layout=layout.value if layout else None, pattern=pattern,
-            labels_csv=labels, labels_key=labels_key, skip_bad=skip_bad,
-            on_duplicate=on_duplicate.value, model=model, batch_rows=batch_rows, progress=progress,
+            sources,
+            store=store,
+            layout=layout.value if layout else None,
+            pattern=pattern,
+            labels_csv=labels,
+            labels_key=labels_key,
+            skip_bad=skip_bad,
+            on_duplicate=on_duplicate.value,
+            model=model,
+            batch_rows=batch_rows,
+            progress=progress,
         )
     _say(quiet, f"{store}: {report.summary()}")
     for bad in report.bad:
@@ -137,19 +161,27 @@ def ingest_cmd(
 def normalize_cmd(
     store: Annotated[Path, typer.Argument(help="The store.")],
     exclude_subject: Annotated[
-        list[str] | None, typer.Option("--exclude-subject", "-x", help="Leave out of the statistics (repeatable).")
+        list[str] | None,
+        typer.Option("--exclude-subject", "-x", help="Leave out of the statistics (repeatable)."),
     ] = None,
     name: Annotated[str, typer.Option(help="Name of the new variable.")] = "normalized",
     variable: Annotated[str, typer.Option(help="Variable to normalize.")] = "embedding",
     eps: Annotated[float, typer.Option(help="Added to the std.")] = 1e-10,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing variable of that name.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing variable of that name.")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Feature-wise normalization with subjects excluded from the statistics only."""
     with _progress(quiet, "normalize") as progress:
         report = embstore.normalize_store(
-            store, exclude_subjects=exclude_subject or [], variable=variable, name=name,
-            eps=eps, overwrite=overwrite, progress=progress,
+            store,
+            exclude_subjects=exclude_subject or [],
+            variable=variable,
+            name=name,
+            eps=eps,
+            overwrite=overwrite,
+            progress=progress,
         )
     _say(quiet, f"{store}: {report.summary()}")
 
@@ -165,8 +197,11 @@ def info_cmd(
     if as_json:
         print(json.dumps(data, indent=2))
         return
-    out.print(f"[bold]{data['store']}[/bold]: {data['rows']} rows x {data['feature_size']} features, "
-              f"model {data['model'] or 'unknown'}, schema v{data['schema_version']}", highlight=False)
+    out.print(
+        f"[bold]{data['store']}[/bold]: {data['rows']} rows x {data['feature_size']} features, "
+        f"model {data['model'] or 'unknown'}, schema v{data['schema_version']}",
+        highlight=False,
+    )
     table = Table("label", "type", "unique", "missing", "most common")
     for name, label in data["labels"].items():
         top = ", ".join(f"{k} ({v})" for k, v in label["top"][:5])
@@ -175,11 +210,18 @@ def info_cmd(
     table = Table("variable", "dims", "dtype", "status", "provenance")
     for name, var in data["variables"].items():
         prov = var.get("provenance", {})
-        desc = ", ".join(f"{k}={prov[k]}" for k in ("source", "exclude_subjects", "rows_used", "eps", "time") if k in prov)
+        desc = ", ".join(
+            f"{k}={prov[k]}"
+            for k in ("source", "exclude_subjects", "rows_used", "eps", "time")
+            if k in prov
+        )
         table.add_row(name, " x ".join(var["dims"]), var["dtype"], var.get("status", ""), desc)
     out.print(table)
     flagged = data["flagged"]
-    out.print(f"non-finite rows: {flagged['nonfinite']}" + (f" (e.g. {', '.join(flagged['paths'])})" if flagged["paths"] else ""))
+    out.print(
+        f"non-finite rows: {flagged['nonfinite']}"
+        + (f" (e.g. {', '.join(flagged['paths'])})" if flagged["paths"] else "")
+    )
     for entry in data["provenance"][-5:]:
         extra = {k: entry[k] for k in ("sources", "rows_added", "status") if k in entry}
         out.print(f"  {entry['time']} {entry['action']} {extra}", highlight=False)
@@ -190,7 +232,9 @@ def info_cmd(
 @_command
 def export_cmd(
     store: Annotated[Path, typer.Argument(help="The store.")],
-    output: Annotated[Path, typer.Argument(metavar="OUT", help="Output folder (npy-tree) or file.")],
+    output: Annotated[
+        Path, typer.Argument(metavar="OUT", help="Output folder (npy-tree) or file.")
+    ],
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")],  # noqa: A002
     variable: Annotated[str, typer.Option(help="Variable to export.")] = "embedding",
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
@@ -198,7 +242,14 @@ def export_cmd(
 ) -> None:
     """Write a variable as a .npy tree (original relative paths), a .pt dict or HDF5."""
     with _progress(quiet, "export") as progress:
-        report = embstore.export(store, output, format=format.value, variable=variable, overwrite=overwrite, progress=progress)
+        report = embstore.export(
+            store,
+            output,
+            format=format.value,
+            variable=variable,
+            overwrite=overwrite,
+            progress=progress,
+        )
     _say(quiet, report.summary())
 
 
@@ -211,7 +262,17 @@ def validate_cmd(
     """Check the schema and consistency (lengths, unique paths, committed state)."""
     report = embstore.validate(store)
     if as_json:
-        print(json.dumps({"store": report.store, "ok": report.ok, "errors": report.errors, "warnings": report.warnings}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "store": report.store,
+                    "ok": report.ok,
+                    "errors": report.errors,
+                    "warnings": report.warnings,
+                },
+                indent=2,
+            )
+        )
     else:
         for line in report.errors:
             err.print(f"[red]error:[/red] {line}", highlight=False)
@@ -224,7 +285,9 @@ def validate_cmd(
 
 @_command
 def demo(
-    directory: Annotated[Path, typer.Argument(help="Folder for the generated data, store and exports.")],
+    directory: Annotated[
+        Path, typer.Argument(help="Folder for the generated data, store and exports.")
+    ],
     subjects: Annotated[int, typer.Option(min=2, help="Subjects to generate.")] = 6,
     categories: Annotated[int, typer.Option(min=1, help="Categories to generate.")] = 20,
     dim: Annotated[int, typer.Option(min=1, help="Feature size.")] = 768,
@@ -233,7 +296,9 @@ def demo(
     """Generate a babyview-style .npy tree and run the whole job on it: ingest, normalize
     (first subject excluded from the statistics), info, export."""
     with _progress(quiet, "demo") as progress:
-        result = embstore.run_demo(directory, n_subjects=subjects, n_categories=categories, dim=dim, progress=progress)
+        result = embstore.run_demo(
+            directory, n_subjects=subjects, n_categories=categories, dim=dim, progress=progress
+        )
     _say(quiet, f"generated {result.files} .npy files in {result.tree}")
     _say(quiet, f"ingest: {result.ingest.summary()}")
     _say(quiet, f"normalize: {result.normalize.summary()}")

@@ -43,7 +43,9 @@ def make_babyview_tree(root: Path, n: int, dim: int) -> None:
         return
     shutil.rmtree(root, ignore_errors=True)
     rng = np.random.default_rng(0)
-    data = (rng.normal(0, 1, dim) + rng.uniform(0.1, 0.7, dim) * rng.standard_normal((n, dim))).astype("f4")
+    data = (
+        rng.normal(0, 1, dim) + rng.uniform(0.1, 0.7, dim) * rng.standard_normal((n, dim))
+    ).astype("f4")
     for i in range(n):
         category, subject, age = i % 163, (i // 163) % 31, 6 + (i // (163 * 31)) % 32
         folder = root / f"category{category:03d}"
@@ -52,7 +54,7 @@ def make_babyview_tree(root: Path, n: int, dim: int) -> None:
 
 
 def notebook_pipeline(root: Path, out: Path, excluded: str) -> None:
-    """The seed notebook's normalization, as written (minus tqdm): walk, load, stack, stats, save."""
+    """The seed notebook's normalization as written (minus tqdm): walk, load, stack, stats, save."""
     shutil.rmtree(out, ignore_errors=True)
     rows = []
     for folder in [f for f in root.iterdir() if f.is_dir()]:
@@ -93,7 +95,10 @@ def make_large_store(store: Path, rows: int, dim: int) -> None:
     for start in range(0, rows, step):
         idx = range(start, min(rows, start + step))
         paths = [f"p1{i // 50_000}{i // 12:06d}/s9{i // 4:07d}/{i:08d}_0001.mp4" for i in idx]
-        labels = {"subject": [p.split("/")[0] for p in paths], "study": [p.split("/")[1] for p in paths]}
+        labels = {
+            "subject": [p.split("/")[0] for p in paths],
+            "study": [p.split("/")[1] for p in paths],
+        }
         writer.append(paths, rng.standard_normal((len(paths), dim), dtype=np.float32), labels)
 
 
@@ -105,7 +110,9 @@ def peak_rss_of_normalize(store: Path) -> float:
         "embstore.normalize_store(sys.argv[1], overwrite=True);"
         "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(store)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(store)], check=True, capture_output=True, text=True
+    )
     return int(out.stdout.strip().splitlines()[-1]) * 1024
 
 
@@ -128,7 +135,11 @@ def main() -> None:
 
     def record(name: str, ours: float, theirs: float, goal: str, unit: str = "s") -> None:
         results.append((name, ours, theirs, goal, unit))
-        print(f"{name}: embstore {ours:.3f}{unit}, baseline {theirs:.3f}{unit}, ratio {ours / theirs:.3f} (goal {goal})", flush=True)
+        print(
+            f"{name}: embstore {ours:.3f}{unit}, baseline {theirs:.3f}{unit}, "
+            f"ratio {ours / theirs:.3f} (goal {goal})",
+            flush=True,
+        )
 
     # 1. ingest a 34,550 x 768 .npy tree vs a plain np.load loop
     n_npy = int(34_550 * args.scale)
@@ -138,16 +149,26 @@ def main() -> None:
     if 1 in only or (2 in only and not store1.exists()):
         files = sorted(tree.rglob("*.npy"))
         loop = best_of(r, lambda: [np.load(f) for f in files])
-        ours = best_of(r, lambda: embstore.ingest([tree], store=store1, layout="babyview"),
-                       setup=lambda: shutil.rmtree(store1, ignore_errors=True))
+        ours = best_of(
+            r,
+            lambda: embstore.ingest([tree], store=store1, layout="babyview"),
+            setup=lambda: shutil.rmtree(store1, ignore_errors=True),
+        )
         record(f"1. ingest {n_npy:,} x 768 .npy tree vs np.load loop", ours, loop, "<= 1.0")
 
     # 2. normalize from the store vs the notebook pipeline
     if 2 in only:
         excluded = "00270001"
         nb = best_of(r, lambda: notebook_pipeline(tree, work / "notebook-out", excluded))
-        ours = best_of(r, lambda: embstore.normalize_store(store1, exclude_subjects=[excluded], overwrite=True))
-        record("2. normalize (stats + write) vs notebook (walk+load+stack+stats+save)", ours, nb, "<= 0.1")
+        ours = best_of(
+            r, lambda: embstore.normalize_store(store1, exclude_subjects=[excluded], overwrite=True)
+        )
+        record(
+            "2. normalize (stats + write) vs notebook (walk+load+stack+stats+save)",
+            ours,
+            nb,
+            "<= 0.1",
+        )
 
     # 3. ingest two 51,000 x 1024 .pt dicts vs torch.load + torch.stack
     import torch
@@ -156,10 +177,20 @@ def main() -> None:
         n_pt = int(51_000 * args.scale)
         pts = make_pt_files(work, ["p10", "p11"], n_pt, 1024)
         store3 = work / "pt.zarr"
-        base = best_of(r, lambda: [torch.stack(list(torch.load(f, weights_only=True).values())) for f in pts])
-        ours = best_of(r, lambda: embstore.ingest(pts, store=store3, layout="mimic-echo"),
-                       setup=lambda: shutil.rmtree(store3, ignore_errors=True))
-        record(f"3. ingest 2 x {n_pt:,} x 1024 .pt dicts vs torch.load + torch.stack", ours, base, "<= 1.25")
+        base = best_of(
+            r, lambda: [torch.stack(list(torch.load(f, weights_only=True).values())) for f in pts]
+        )
+        ours = best_of(
+            r,
+            lambda: embstore.ingest(pts, store=store3, layout="mimic-echo"),
+            setup=lambda: shutil.rmtree(store3, ignore_errors=True),
+        )
+        record(
+            f"3. ingest 2 x {n_pt:,} x 1024 .pt dicts vs torch.load + torch.stack",
+            ours,
+            base,
+            "<= 1.25",
+        )
     if not only & {4, 5}:
         write_results(args, results)
         return
@@ -192,15 +223,32 @@ def main() -> None:
 
     base = best_of(1, torch_one)
     ours = best_of(r, select_one)
-    record(f"4. open + select one subject of {n_big:,} x 1024 vs torch.load merged .pt", ours, base, "<= 0.01")
+    record(
+        f"4. open + select one subject of {n_big:,} x 1024 vs torch.load merged .pt",
+        ours,
+        base,
+        "<= 0.01",
+    )
 
     # 5. peak RSS of normalize, flat as N grows; the store is >= 4x the peak
     small = work / "quarter.zarr"
     make_large_store(small, n_big // 4, 1024)
     rss_small, rss_big = peak_rss_of_normalize(small), peak_rss_of_normalize(big)
     size_big = du(big / "embedding")
-    record(f"5. peak RSS of normalize: {n_big:,} rows vs {n_big // 4:,} rows (flatness)", rss_big / 2**20, rss_small / 2**20, "~1.0, <= 1.5 GB", "MiB")
-    record(f"5b. normalize peak RSS vs the {n_big:,}-row embedding's size on disk", rss_big / 2**20, size_big / 2**20, "<= 0.25", "MiB")
+    record(
+        f"5. peak RSS of normalize: {n_big:,} rows vs {n_big // 4:,} rows (flatness)",
+        rss_big / 2**20,
+        rss_small / 2**20,
+        "~1.0, <= 1.5 GB",
+        "MiB",
+    )
+    record(
+        f"5b. normalize peak RSS vs the {n_big:,}-row embedding's size on disk",
+        rss_big / 2**20,
+        size_big / 2**20,
+        "<= 0.25",
+        "MiB",
+    )
 
     write_results(args, results)
 
@@ -212,14 +260,17 @@ def write_results(args: argparse.Namespace, results: list) -> None:
         "# Benchmark results",
         "",
         f"Produced by `{command.strip()}` on {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}, embstore {embstore.__version__}. "
-        f"Best of {r} runs per side (the merged `.pt` load once); ratio = embstore / baseline, lower is better.",
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"embstore {embstore.__version__}. Best of {r} runs per side (the merged `.pt` load "
+        "once); ratio = embstore / baseline, lower is better.",
         "",
         "| comparison | embstore | baseline | ratio | goal |",
         "|---|---|---|---|---|",
     ]
     for name, ours, theirs, goal, unit in results:
-        lines.append(f"| {name} | {ours:.3f} {unit} | {theirs:.3f} {unit} | {ours / theirs:.3f} | {goal} |")
+        lines.append(
+            f"| {name} | {ours:.3f} {unit} | {theirs:.3f} {unit} | {ours / theirs:.3f} | {goal} |"
+        )
     args.results.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.results}")
 

@@ -7,13 +7,13 @@ try:
 except PackageNotFoundError:  # running from a checkout that is not installed
     __version__ = "0+unknown"
 
+from .demo import run_demo
 from .errors import BadInputError, DuplicatePathError, EmbstoreError, SchemaError, StoreError
-from .store import StoreWriter, create_store, open_store, repair
-from .ingest import IngestReport, ingest
-from .normalize import NormalizeReport, normalize, normalize_store
 from .export import ExportReport, export
 from .info import ValidationReport, info, validate
-from .demo import run_demo
+from .ingest import IngestReport, ingest
+from .normalize import NormalizeReport, normalize, normalize_store
+from .store import StoreWriter, create_store, open_store, repair
 
 open = open_store  # noqa: A001 - ``embstore.open(path)`` is the documented entry point
 

@@ -40,9 +40,22 @@ def run_demo(
     """
     directory = Path(directory)
     tree, store = directory / "embeddings", directory / "store.zarr"
-    files = make_npy_tree(tree, n_subjects=n_subjects, n_categories=n_categories, ages=ages, dim=dim)
-    ingested = ingest([tree], store=store, layout="babyview", model="demo-random", progress=progress)
+    files = make_npy_tree(
+        tree, n_subjects=n_subjects, n_categories=n_categories, ages=ages, dim=dim
+    )
+    ingested = ingest(
+        [tree], store=store, layout="babyview", model="demo-random", progress=progress
+    )
     excluded = files[0].name.split("_")[0]
-    normalized = normalize_store(store, exclude_subjects=[excluded], overwrite=True, progress=progress)
-    exported = export(store, directory / "normalized", format="npy-tree", variable="normalized", overwrite=True, progress=progress)
+    normalized = normalize_store(
+        store, exclude_subjects=[excluded], overwrite=True, progress=progress
+    )
+    exported = export(
+        store,
+        directory / "normalized",
+        format="npy-tree",
+        variable="normalized",
+        overwrite=True,
+        progress=progress,
+    )
     return DemoResult(tree, len(files), store, ingested, normalized, exported)

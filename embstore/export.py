@@ -40,7 +40,10 @@ class ExportReport:
     def summary(self) -> str:
         text = f"wrote {self.rows} rows of {self.variable!r} to {self.out} ({self.format})"
         if self.rows_not_covered:
-            text += f"; {self.rows_not_covered} newer rows are not covered by {self.variable!r} and were left out"
+            text += (
+                f"; {self.rows_not_covered} newer rows are not covered by {self.variable!r}"
+                " and were left out"
+            )
         return text
 
 
@@ -49,7 +52,9 @@ def covered_rows(ds: xr.Dataset, variable: str) -> int:
     computed before later appends (those rows are NaN)."""
     meta = ds[variable].attrs.get(ROOT_ATTR)
     rows = int(ds.sizes[SAMPLE])
-    return rows if not isinstance(meta, dict) or "rows" not in meta else min(rows, int(meta["rows"]))
+    return (
+        rows if not isinstance(meta, dict) or "rows" not in meta else min(rows, int(meta["rows"]))
+    )
 
 
 def export(
@@ -74,7 +79,9 @@ def export(
     ds = open_store(store)
     if variable not in ds.data_vars or ds[variable].dims != (SAMPLE, "feature"):
         choices = [str(n) for n, v in ds.data_vars.items() if v.dims == (SAMPLE, "feature")]
-        raise EmbstoreError(f"{store}: no (sample, feature) variable {variable!r} (have: {', '.join(choices)})")
+        raise EmbstoreError(
+            f"{store}: no (sample, feature) variable {variable!r} (have: {', '.join(choices)})"
+        )
     out = Path(out)
     if out.exists() and not overwrite:
         raise EmbstoreError(f"{out}: exists (pass overwrite=True / --overwrite)")
@@ -105,7 +112,9 @@ def _blocks(ds: xr.Dataset, variable: str) -> Iterator[tuple[list[str], np.ndarr
         yield block["path"].values.tolist(), np.asarray(block[variable].values)
 
 
-def _write_npy_tree(ds: xr.Dataset, variable: str, tmp: Path, progress: Callable[[int, int], None] | None) -> None:
+def _write_npy_tree(
+    ds: xr.Dataset, variable: str, tmp: Path, progress: Callable[[int, int], None] | None
+) -> None:
     total, done = ds.sizes[SAMPLE], 0
     made: set[Path] = set()
     for paths, vectors in _blocks(ds, variable):
@@ -120,7 +129,9 @@ def _write_npy_tree(ds: xr.Dataset, variable: str, tmp: Path, progress: Callable
             progress(done, total)
 
 
-def _write_pt(ds: xr.Dataset, variable: str, tmp: Path, progress: Callable[[int, int], None] | None) -> None:
+def _write_pt(
+    ds: xr.Dataset, variable: str, tmp: Path, progress: Callable[[int, int], None] | None
+) -> None:
     import torch
 
     data: dict[str, torch.Tensor] = {}
@@ -134,13 +145,18 @@ def _write_pt(ds: xr.Dataset, variable: str, tmp: Path, progress: Callable[[int,
     torch.save({k: v.clone() for k, v in data.items()}, tmp)
 
 
-def _write_hdf5(ds: xr.Dataset, variable: str, tmp: Path, progress: Callable[[int, int], None] | None) -> None:
+def _write_hdf5(
+    ds: xr.Dataset, variable: str, tmp: Path, progress: Callable[[int, int], None] | None
+) -> None:
     labels = [str(n) for n, c in ds.coords.items() if c.dims == (SAMPLE,)]
     # labels are small: load them, so netCDF gets concrete strings (the matrix streams by chunk)
     out = ds[[variable]].reset_coords(drop=True).assign_coords({n: ds[n].compute() for n in labels})
     out.attrs = {VARIABLE_ATTR: variable, ROOT_ATTR: json.dumps(ds.attrs.get(ROOT_ATTR, {}))}
     for name in out.variables:
-        out[name].attrs = {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in out[name].attrs.items()}
+        out[name].attrs = {
+            k: json.dumps(v) if isinstance(v, dict | list) else v
+            for k, v in out[name].attrs.items()
+        }
     out.to_netcdf(tmp, engine="h5netcdf")
     if progress:
         progress(ds.sizes[SAMPLE], ds.sizes[SAMPLE])

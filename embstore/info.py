@@ -12,7 +12,15 @@ import numpy as np
 
 from .export import covered_rows
 from .schema import describe_metadata, schema_errors
-from .store import FEATURE, ROOT_ATTR, SAMPLE, disk_arrays, open_store, read_state, uncommitted_changes
+from .store import (
+    FEATURE,
+    ROOT_ATTR,
+    SAMPLE,
+    disk_arrays,
+    open_store,
+    read_state,
+    uncommitted_changes,
+)
 
 #: How many example values / paths a listing shows.
 SHOWN = 10
@@ -58,7 +66,9 @@ def info(store: str | os.PathLike[str]) -> dict[str, Any]:
         if var.dims[:1] == (SAMPLE,):
             covered = covered_rows(ds, str(name))
             entry["rows_covered"] = covered
-            entry["status"] = "complete" if covered == rows else f"stale: covers {covered} of {rows} rows"
+            entry["status"] = (
+                "complete" if covered == rows else f"stale: covers {covered} of {rows} rows"
+            )
         variables[str(name)] = entry
     return {
         "store": str(store),
@@ -115,7 +125,9 @@ def validate(store: str | os.PathLike[str]) -> ValidationReport:
         if dims[:1] == (SAMPLE,) and shape[0] != state.rows:
             report.errors.append(f"{name}: {shape[0]} committed rows, the store has {state.rows}")
         if FEATURE in dims and shape[dims.index(FEATURE)] != state.feature_size:
-            report.errors.append(f"{name}: feature size {shape[dims.index(FEATURE)]}, store has {state.feature_size}")
+            report.errors.append(
+                f"{name}: feature size {shape[dims.index(FEATURE)]}, store has {state.feature_size}"
+            )
     if report.errors:
         return report
     ds = open_store(path)
@@ -123,7 +135,9 @@ def validate(store: str | os.PathLike[str]) -> ValidationReport:
     unique, counts = np.unique(paths, return_counts=True)
     if len(unique) != len(paths):
         dupes = unique[counts > 1]
-        report.errors.append(f"{len(dupes)} duplicate path(s), e.g. {', '.join(dupes[:5].tolist())}")
+        report.errors.append(
+            f"{len(dupes)} duplicate path(s), e.g. {', '.join(dupes[:5].tolist())}"
+        )
     if (paths == "").any():
         report.errors.append(f"{int((paths == '').sum())} row(s) with an empty path")
     if "age_mo" in ds.coords and (np.asarray(ds["age_mo"].values) < -1).any():

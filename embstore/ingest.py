@@ -6,8 +6,8 @@ import contextlib
 import logging
 import os
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +110,9 @@ def ingest(
     report = IngestReport(store=str(store), rows=writer.rows if writer else 0)
     run_info = {
         "sources": [s.name for s in opened],
-        "layout": resolved.pattern if resolved and resolved.name == "pattern" else (resolved.name if resolved else None),
+        "layout": resolved.pattern
+        if resolved and resolved.name == "pattern"
+        else (resolved.name if resolved else None),
         "labels_csv": str(labels_csv) if labels_csv else None,
     }
     if writer is not None:
@@ -145,11 +147,16 @@ def ingest(
             ):
                 done += len(batch.paths) + len(batch.bad) + batch.skipped
                 report.already_stored += batch.skipped
-                paths, vectors, labels = _label_batch(batch, source, resolved, table, report, skip_bad)
+                paths, vectors, labels = _label_batch(
+                    batch, source, resolved, table, report, skip_bad
+                )
                 if writer is None and len(paths):
                     writer = StoreWriter(
-                        store, feature_size=vectors.shape[1], model=model,
-                        on_duplicate=on_duplicate, row_chunk=row_chunk,
+                        store,
+                        feature_size=vectors.shape[1],
+                        model=model,
+                        on_duplicate=on_duplicate,
+                        row_chunk=row_chunk,
                     )
                     writer.start_run("ingest", **run_info)
                 collect(keep=COMMITS_IN_FLIGHT - 1)
@@ -218,7 +225,10 @@ def _label_batch(
         return paths, batch.vectors, columns
     keep = np.ones(len(paths), dtype=bool)
     keep[list(problems)] = False
-    columns = {name: [v for v, k in zip(values, keep, strict=True) if k] for name, values in columns.items()}
+    columns = {
+        name: [v for v, k in zip(values, keep, strict=True) if k]
+        for name, values in columns.items()
+    }
     return [p for p, k in zip(paths, keep, strict=True) if k], batch.vectors[keep], columns
 
 

@@ -70,7 +70,9 @@ class Layout:
                 labels[key] = MISSING_STR if value is None else value
         return labels
 
-    def parse_columns(self, paths: Sequence[str]) -> tuple[dict[str, list[str | int]], dict[int, str]]:
+    def parse_columns(
+        self, paths: Sequence[str]
+    ) -> tuple[dict[str, list[str | int]], dict[int, str]]:
         """Parse many paths at once: one list per label, plus the problem of each failed row.
 
         Failed rows hold a missing value in every column (the caller drops them).
@@ -127,7 +129,7 @@ BABYVIEW = Layout(
 #: ``[files/pNN/]p<subject>/s<study>/<file>`` (MIMIC-IV-Echo DICOMs, MP4s and the ``.pt`` keys).
 MIMIC_ECHO = Layout(
     name="mimic-echo",
-    pattern=r"(?:^|/)(?P<subject>p\d+)/(?P<study>s\d+)/[^/]+$",
+    pattern=r"^(?:.*/)?(?P<subject>p\d+)/(?P<study>s\d+)/[^/]+$",
     join_key=r"(?P<key>p\d+/s\d+/[^/]+?)(?:\.[A-Za-z0-9]+)?$",
 )
 

@@ -86,11 +86,14 @@ def normalize(
 
     Examples
     --------
-    >>> ds = embstore.normalize(embstore.open("bv.zarr"), exclude_subjects=["00270001"])  # doctest: +SKIP
-    >>> ds.normalized.sel(sample=(ds.category == "ball").values).compute()                # doctest: +SKIP
+    >>> ds = embstore.open("bv.zarr")                                        # doctest: +SKIP
+    >>> out = embstore.normalize(ds, exclude_subjects=["00270001"])          # doctest: +SKIP
+    >>> out.normalized.isel(sample=(ds.category == "ball").values).values    # doctest: +SKIP
     """
     if variable not in ds:
-        raise EmbstoreError(f"no variable {variable!r} to normalize (have: {sorted(map(str, ds.data_vars))})")
+        raise EmbstoreError(
+            f"no variable {variable!r} to normalize (have: {sorted(map(str, ds.data_vars))})"
+        )
     source = ds[variable]
     if source.dims != (SAMPLE, FEATURE):
         raise EmbstoreError(f"{variable!r} has dims {source.dims}, expected ({SAMPLE}, {FEATURE})")
@@ -125,8 +128,12 @@ def normalize(
     return ds.assign(
         {
             name: xr.Variable((SAMPLE, FEATURE), out, {ROOT_ATTR: attrs}),
-            f"{name}_mean": xr.Variable((FEATURE,), mean, {"long_name": f"feature mean behind {name}"}),
-            f"{name}_std": xr.Variable((FEATURE,), std, {"long_name": f"population std (ddof 0) behind {name}"}),
+            f"{name}_mean": xr.Variable(
+                (FEATURE,), mean, {"long_name": f"feature mean behind {name}"}
+            ),
+            f"{name}_std": xr.Variable(
+                (FEATURE,), std, {"long_name": f"population std (ddof 0) behind {name}"}
+            ),
         }
     )
 
@@ -207,8 +214,16 @@ def normalize_store(
         repair(path)
         state = _validated_state(path)
         if name in state.arrays and not overwrite:
-            raise StoreError(f"{path}: variable {name!r} exists (pass overwrite=True / --overwrite)")
-        ds = normalize(open_store(path), exclude_subjects=exclude_subjects, variable=variable, name=name, eps=eps)
+            raise StoreError(
+                f"{path}: variable {name!r} exists (pass overwrite=True / --overwrite)"
+            )
+        ds = normalize(
+            open_store(path),
+            exclude_subjects=exclude_subjects,
+            variable=variable,
+            name=name,
+            eps=eps,
+        )
         stage = staging_dir(path) / uuid.uuid4().hex
         stage.mkdir(parents=True)
         watch = _TaskProgress(progress) if progress else contextlib.nullcontext()
@@ -245,22 +260,37 @@ def _write_staged(ds: xr.Dataset, path: Path, stage: Path, name: str, variable: 
     coords = source.attrs.get("coordinates", "path nonfinite")
     for suffix, values in (("_mean", mean), ("_std", std)):
         array = zarr.create_array(
-            store=str(stage / f"{name}{suffix}"), shape=values.shape, chunks=values.shape,
-            dtype="float64", dimension_names=(FEATURE,), zarr_format=3,
+            store=str(stage / f"{name}{suffix}"),
+            shape=values.shape,
+            chunks=values.shape,
+            dtype="float64",
+            dimension_names=(FEATURE,),
+            zarr_format=3,
             attributes=dict(ds[f"{name}{suffix}"].attrs),
         )
         array[:] = values
     target = zarr.create_array(
-        store=str(stage / name), shape=source.shape, chunks=source.chunks, dtype="float32",
-        fill_value=float("nan"), dimension_names=(SAMPLE, FEATURE), zarr_format=3,
+        store=str(stage / name),
+        shape=source.shape,
+        chunks=source.chunks,
+        dtype="float32",
+        fill_value=float("nan"),
+        dimension_names=(SAMPLE, FEATURE),
+        zarr_format=3,
         compressors=MATRIX_COMPRESSORS,
         attributes={"coordinates": coords, ROOT_ATTR: attrs},
     )
     # the statistics are concrete now: this graph only reads, scales and writes chunks
-    normalized = _apply(ds[variable].data, mean, _scale(mean, std, attrs["rows_used"], attrs["eps"]))
+    normalized = _apply(
+        ds[variable].data, mean, _scale(mean, std, attrs["rows_used"], attrs["eps"])
+    )
     da.store(normalized, target, lock=False)
     if constant:
-        log.warning("%d feature(s) have ~zero variance and were scaled by 1: %s", len(constant), constant[:20])
+        log.warning(
+            "%d feature(s) have ~zero variance and were scaled by 1: %s",
+            len(constant),
+            constant[:20],
+        )
     return constant
 
 

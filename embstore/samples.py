@@ -65,6 +65,8 @@ def make_pt_dict(
         for t in range(studies):
             study = f"{90000000 + 1000 * s + t}"
             for v in range(videos):
-                data[f"{prefix}{subject}/s{study}/{study}_{v + 1:04d}.mp4"] = rng.standard_normal(dim).astype(np.float32)
+                data[f"{prefix}{subject}/s{study}/{study}_{v + 1:04d}.mp4"] = rng.standard_normal(
+                    dim
+                ).astype(np.float32)
     torch.save({k: torch.from_numpy(v.copy()) for k, v in data.items()}, file)
     return data

@@ -158,9 +158,13 @@ def read_state(path: str | os.PathLike[str]) -> StoreState:
         raise StoreError(f"{root}: unreadable root metadata ({exc})") from exc
     attrs = doc.get("attributes", {})
     if ROOT_ATTR not in attrs:
-        raise StoreError(f"{path}: a Zarr store, but not an embstore store (no '{ROOT_ATTR}' attrs)")
+        raise StoreError(
+            f"{path}: a Zarr store, but not an embstore store (no '{ROOT_ATTR}' attrs)"
+        )
     consolidated = (doc.get("consolidated_metadata") or {}).get("metadata") or {}
-    arrays = {k: v for k, v in consolidated.items() if v.get("node_type") == "array" and "/" not in k}
+    arrays = {
+        k: v for k, v in consolidated.items() if v.get("node_type") == "array" and "/" not in k
+    }
     return StoreState(attrs=attrs, arrays=arrays)
 
 
@@ -197,7 +201,11 @@ def _commit(path: Path, attrs: dict[str, Any]) -> StoreState:
         "zarr_format": 3,
         "node_type": "group",
         "attributes": attrs,
-        "consolidated_metadata": {"kind": "inline", "must_understand": False, "metadata": consolidated},
+        "consolidated_metadata": {
+            "kind": "inline",
+            "must_understand": False,
+            "metadata": consolidated,
+        },
     }
     _atomic_write_json(path / "zarr.json", doc)
     return StoreState(attrs=attrs, arrays=arrays)
@@ -256,7 +264,12 @@ def _create_label_array(path: Path, name: str, rows: int, kind: str) -> None:
         "bool": ("bool", False),
     }[kind]
     _create_array(
-        path, name, shape=(rows,), chunks=(COORD_CHUNK,), dtype=dtype, fill_value=fill,
+        path,
+        name,
+        shape=(rows,),
+        chunks=(COORD_CHUNK,),
+        dtype=dtype,
+        fill_value=fill,
         dimension_names=(SAMPLE,),
     )
 
@@ -285,9 +298,9 @@ def create_store(
         raise StoreError(f"{path}: feature size must be positive, got {feature_size}")
     if path.exists() and not path.is_dir():
         raise StoreError(f"{path}: exists and is not a folder")
-    if path.is_dir() and not (path / INTERNAL).exists() and any(path.iterdir()):
-        if not is_store(path):
-            raise StoreError(f"{path}: folder is not empty and is not an embstore store")
+    foreign = path.is_dir() and not (path / INTERNAL).exists() and any(path.iterdir())
+    if foreign and not is_store(path):
+        raise StoreError(f"{path}: folder is not empty and is not an embstore store")
     path.mkdir(parents=True, exist_ok=True)
     with write_lock(path):
         if is_store(path):
@@ -300,8 +313,13 @@ def create_store(
         _ensure_internal_group(path)
         chunk = row_chunk or choose_row_chunk(feature_size)
         _create_array(
-            path, "embedding", shape=(0, feature_size), chunks=(chunk, feature_size),
-            dtype="float32", fill_value=float("nan"), dimension_names=(SAMPLE, FEATURE),
+            path,
+            "embedding",
+            shape=(0, feature_size),
+            chunks=(chunk, feature_size),
+            dtype="float32",
+            fill_value=float("nan"),
+            dimension_names=(SAMPLE, FEATURE),
             compressors=MATRIX_COMPRESSORS,
             attributes={"coordinates": "path nonfinite subject age_mo", "long_name": "embedding"},
         )
@@ -384,7 +402,9 @@ def uncommitted_changes(path: str | os.PathLike[str]) -> list[str]:
             found.append(f"{name} has {meta['shape'][0]} rows on disk, {state.rows} committed")
         elif name not in state.arrays:
             found.append(f"{name} is on disk but not committed")
-    found += [f"{name} is committed but missing on disk" for name in state.arrays if name not in disk]
+    found += [
+        f"{name} is committed but missing on disk" for name in state.arrays if name not in disk
+    ]
     for leftover in (staging_dir(path), trash_dir(path)):
         if leftover.exists() and any(leftover.iterdir()):
             found.append(f"interrupted work left in {leftover.relative_to(path)}")
@@ -461,7 +481,9 @@ class StoreWriter:
         repair(self.path)
         state = _validated_state(self.path)
         if state.rows < self._known_rows:
-            raise StoreError(f"{self.path}: committed rows went down ({self._known_rows} -> {state.rows})")
+            raise StoreError(
+                f"{self.path}: committed rows went down ({self._known_rows} -> {state.rows})"
+            )
         if state.rows > self._known_rows:
             tail = zarr.open_array(str(self.path / "path"), mode="r")[self._known_rows : state.rows]
             self._paths.update(np.asarray(tail, dtype=object).tolist())

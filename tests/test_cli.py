@@ -19,10 +19,16 @@ def run(*args: str, code: int = 0):
 
 def test_ingest_normalize_info_export_validate_end_to_end(npy_tree, tmp_path):
     store = tmp_path / "s.zarr"
-    out = run("ingest", npy_tree, "--store", store, "--layout", "babyview", "--model", "dinov3-vitb16").output
+    out = run(
+        "ingest", npy_tree, "--store", store, "--layout", "babyview", "--model", "dinov3-vitb16"
+    ).output
     assert "added 48 rows" in out
-    assert "added 0 rows" in run("ingest", npy_tree, "--store", store, "--layout", "babyview").output
-    assert "statistics over 36 rows" in run("normalize", store, "--exclude-subject", "00270001").output
+    assert (
+        "added 0 rows" in run("ingest", npy_tree, "--store", store, "--layout", "babyview").output
+    )
+    assert (
+        "statistics over 36 rows" in run("normalize", store, "--exclude-subject", "00270001").output
+    )
     data = json.loads(run("info", store, "--json").output)
     assert data["rows"] == 48 and data["model"] == "dinov3-vitb16"
     assert data["labels"]["subject"]["unique"] == 4 and data["labels"]["age_mo"]["unique"] == 4
@@ -37,9 +43,15 @@ def test_ingest_normalize_info_export_validate_end_to_end(npy_tree, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["normalize", "{store}", "-x", "nobody"], "error: excluded subject(s) not in the store: nobody"),
+        (
+            ["normalize", "{store}", "-x", "nobody"],
+            "error: excluded subject(s) not in the store: nobody",
+        ),
         (["info", "{tmp}/missing.zarr"], "missing.zarr: does not exist"),
-        (["export", "{store}", "{tmp}/o", "--format", "pt", "--variable", "nope"], "no (sample, feature) variable 'nope'"),
+        (
+            ["export", "{store}", "{tmp}/o", "--format", "pt", "--variable", "nope"],
+            "no (sample, feature) variable 'nope'",
+        ),
         (["ingest", "{tmp}/nothing", "--store", "{store}"], "nothing: does not exist"),
     ],
     ids=["unknown-subject", "missing-store", "missing-variable", "missing-source"],
@@ -54,14 +66,22 @@ def test_user_errors_are_one_line_and_exit_1(store, tmp_path, args, message):
 def test_bad_file_names_the_file_and_skip_bad_lists_it(npy_tree, tmp_path):
     bad = npy_tree / "category000" / "00990001_6_month_level_avg.npy"
     np.save(bad, np.ones((2, 8), "f4"))
-    result = runner.invoke(app, ["ingest", str(npy_tree), "--store", str(tmp_path / "s.zarr"), "--layout", "babyview"])
-    assert result.exit_code == 1 and f"{bad}: expected a 1-D vector, got shape (2, 8)" in result.output
-    out = run("ingest", npy_tree, "--store", tmp_path / "s.zarr", "--layout", "babyview", "--skip-bad").output
+    result = runner.invoke(
+        app, ["ingest", str(npy_tree), "--store", str(tmp_path / "s.zarr"), "--layout", "babyview"]
+    )
+    assert (
+        result.exit_code == 1 and f"{bad}: expected a 1-D vector, got shape (2, 8)" in result.output
+    )
+    out = run(
+        "ingest", npy_tree, "--store", tmp_path / "s.zarr", "--layout", "babyview", "--skip-bad"
+    ).output
     assert "1 bad (skipped)" in out and f"skipped {bad}" in out
 
 
 def test_quiet_prints_nothing_on_success(npy_tree, tmp_path):
-    result = run("ingest", npy_tree, "--store", tmp_path / "s.zarr", "--layout", "babyview", "--quiet")
+    result = run(
+        "ingest", npy_tree, "--store", tmp_path / "s.zarr", "--layout", "babyview", "--quiet"
+    )
     assert result.output == ""
 
 

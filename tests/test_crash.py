@@ -17,7 +17,10 @@ from embstore.store import StoreWriter, uncommitted_changes
 
 pytestmark = pytest.mark.slow
 
-INGEST = "import embstore, sys; embstore.ingest([sys.argv[1]], store=sys.argv[2], layout='babyview', batch_rows=16)"
+INGEST = (
+    "import embstore, sys;"
+    "embstore.ingest([sys.argv[1]], store=sys.argv[2], layout='babyview', batch_rows=16)"
+)
 
 
 def _committed_rows(store: Path) -> int:
@@ -32,7 +35,9 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
         if ready():
-            time.sleep(np.random.default_rng(proc.pid).uniform(0, 0.02))  # land anywhere in a commit
+            time.sleep(
+                np.random.default_rng(proc.pid).uniform(0, 0.02)
+            )  # land anywhere in a commit
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             return True
@@ -46,7 +51,9 @@ def _check_consistent(store: Path, expected: dict[str, np.ndarray]) -> int:
     paths = ds.path.values.tolist()
     assert len(paths) == len(set(paths)) == _committed_rows(store)
     assert paths == sorted(expected)[: len(paths)]  # a prefix of the sorted input: nothing skipped
-    np.testing.assert_array_equal(ds.embedding.values, np.stack([expected[p] for p in paths]).reshape(-1, 8))
+    np.testing.assert_array_equal(
+        ds.embedding.values, np.stack([expected[p] for p in paths]).reshape(-1, 8)
+    )
     assert embstore.validate(store).ok
     return len(paths)
 
@@ -59,7 +66,8 @@ def test_kill_minus_9_during_ingest_then_rerun_completes_exactly_once(tmp_path):
     for round_ in range(4):
         proc = subprocess.Popen([sys.executable, "-c", INGEST, str(tree), str(store)])
         before = _committed_rows(store)
-        killed = _kill_when(proc, lambda b=before: _committed_rows(store) > b + 16 * round_)
+        target = before + 16 * round_
+        killed = _kill_when(proc, lambda t=target: _committed_rows(store) > t)
         if not killed:
             break
         seen.append(_check_consistent(store, expected))
@@ -68,8 +76,14 @@ def test_kill_minus_9_during_ingest_then_rerun_completes_exactly_once(tmp_path):
     subprocess.run([sys.executable, "-c", INGEST, str(tree), str(store)], check=True)
     assert _check_consistent(store, expected) == len(files)
     assert not uncommitted_changes(store)
-    statuses = [e.get("status") for e in embstore.open(store).attrs["embstore"]["provenance"] if e["action"] == "ingest"]
-    assert statuses[-1] == "complete" and statuses.count("running") == len(seen)  # killed runs say so
+    statuses = [
+        e.get("status")
+        for e in embstore.open(store).attrs["embstore"]["provenance"]
+        if e["action"] == "ingest"
+    ]
+    assert statuses[-1] == "complete" and statuses.count("running") == len(
+        seen
+    )  # killed runs say so
 
 
 NORMALIZE = "import embstore, sys; embstore.normalize_store(sys.argv[1], exclude_subjects=['a'])"
@@ -84,7 +98,9 @@ def test_kill_minus_9_during_normalize_leaves_no_variable(tmp_path):
         writer.append(paths, rng.standard_normal((20_000, 64)), {"subject": ["a", "b"] * 10_000})
     staging = store / "_embstore" / "staging"
     proc = subprocess.Popen([sys.executable, "-c", NORMALIZE, str(store)])
-    assert _kill_when(proc, lambda: staging.exists() and any(p.name == "normalized" for p in staging.glob("*/*")))
+    assert _kill_when(
+        proc, lambda: staging.exists() and any(p.name == "normalized" for p in staging.glob("*/*"))
+    )
     ds = embstore.open(store)
     assert "normalized" not in ds and "normalized_mean" not in ds
     assert any("interrupted work" in w for w in embstore.validate(store).warnings)

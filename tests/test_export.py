@@ -17,10 +17,14 @@ def test_normalized_npy_tree_replaces_the_notebook_output_file_for_file(store, n
     embstore.normalize_store(store, exclude_subjects=["00270001"])
     embstore.export(store, tmp_path / "out", format="npy-tree", variable="normalized")
     source = sorted(p.relative_to(npy_tree) for p in npy_tree.rglob("*.npy"))
-    assert sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*.npy")) == source
+    assert (
+        sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*.npy")) == source
+    )
     ds = embstore.open(store)
     for i in (0, 17, 47):
-        np.testing.assert_array_equal(np.load(tmp_path / "out" / ds.path.values[i]), ds.normalized.values[i])
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "out" / ds.path.values[i]), ds.normalized.values[i]
+        )
 
 
 def test_pt_export_is_a_path_to_tensor_dict(pt_file, tmp_path):
@@ -52,16 +56,27 @@ def test_existing_output_needs_overwrite_and_failures_leave_nothing(store, tmp_p
 
 
 paths = st.lists(
-    st.from_regex(r"[a-z0-9]{1,6}(/[a-z0-9_]{1,6}){0,2}\.npy", fullmatch=True), min_size=1, max_size=12, unique=True
+    st.from_regex(r"[a-z0-9]{1,6}(/[a-z0-9_]{1,6}){0,2}\.npy", fullmatch=True),
+    min_size=1,
+    max_size=12,
+    unique=True,
 )
 
 
-@settings(max_examples=10, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=10,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data(), keys=paths, dim=st.integers(1, 6))
 def test_round_trip_numpy_store_export_equal(tmp_path_factory, data, keys, dim):
-    vectors = data.draw(hnp.arrays(np.float32, (len(keys), dim), elements=st.floats(-1e6, 1e6, width=32)))
-    keys = [k for k in keys if not any(other.startswith(k[:-4] + "/") for other in keys)]  # no file/dir clash
+    vectors = data.draw(
+        hnp.arrays(np.float32, (len(keys), dim), elements=st.floats(-1e6, 1e6, width=32))
+    )
+    keys = [
+        k for k in keys if not any(other.startswith(k[:-4] + "/") for other in keys)
+    ]  # no file/dir clash
     vectors = vectors[: len(keys)]
     root: Path = tmp_path_factory.mktemp("rt")
     StoreWriter(root / "s.zarr", feature_size=dim, row_chunk=4).append(keys, vectors)

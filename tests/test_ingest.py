@@ -33,7 +33,9 @@ def test_pattern_layout(tmp_path):
     (root / "siteA").mkdir(parents=True)
     np.save(root / "siteA" / "kid7-age13.npy", np.ones(3, "f4"))
     store = tmp_path / "s.zarr"
-    embstore.ingest([root], store=store, pattern=r"(?P<site>[^/]+)/kid(?P<subject>\d+)-age(?P<age_mo>\d+)")
+    embstore.ingest(
+        [root], store=store, pattern=r"(?P<site>[^/]+)/kid(?P<subject>\d+)-age(?P<age_mo>\d+)"
+    )
     ds = embstore.open(store)
     assert (ds.site.values[0], ds.subject.values[0], int(ds.age_mo.values[0])) == ("siteA", "7", 13)
 
@@ -52,12 +54,16 @@ def test_float64_and_float16_vectors_are_stored_as_float32(tmp_path):
 def test_pt_dicts_several_files_mimic_layout(tmp_path):
     a = make_pt_dict(tmp_path / "p10.pt", folder="p10", dim=16, seed=1)
     b = make_pt_dict(tmp_path / "p11.pt", folder="p11", dim=16, seed=2, prefix="files/p11/")
-    report = embstore.ingest([tmp_path / "p10.pt", tmp_path / "p11.pt"], store=tmp_path / "s.zarr", layout="mimic-echo")
+    report = embstore.ingest(
+        [tmp_path / "p10.pt", tmp_path / "p11.pt"], store=tmp_path / "s.zarr", layout="mimic-echo"
+    )
     assert report.rows_added == len(a) + len(b)
     ds = embstore.open(tmp_path / "s.zarr")
     expected = {**a, **b}
     assert ds.path.values.tolist() == sorted(a) + sorted(b)
-    np.testing.assert_array_equal(ds.embedding.values, np.stack([expected[p] for p in ds.path.values]))
+    np.testing.assert_array_equal(
+        ds.embedding.values, np.stack([expected[p] for p in ds.path.values])
+    )
     row = ds.isel(sample=-1)
     subject, study = str(row.path.values).split("/")[-3:-1]
     assert (row.subject.values, row.study.values) == (subject, study)
@@ -66,7 +72,9 @@ def test_pt_dicts_several_files_mimic_layout(tmp_path):
 def test_merged_and_per_folder_files_together_store_each_path_once(tmp_path, pt_file):
     file, data = pt_file
     torch.save(torch.load(file, weights_only=True), tmp_path / "merged.pt")
-    report = embstore.ingest([file, tmp_path / "merged.pt"], store=tmp_path / "s.zarr", layout="mimic-echo")
+    report = embstore.ingest(
+        [file, tmp_path / "merged.pt"], store=tmp_path / "s.zarr", layout="mimic-echo"
+    )
     assert (report.rows_added, report.already_stored) == (len(data), len(data))
 
 
@@ -85,15 +93,25 @@ def test_a_pt_file_that_needs_code_to_load_is_refused(tmp_path):
 def test_labels_csv_joins_mimic_record_list(tmp_path, pt_file):
     file, data = pt_file
     rows = [
-        {"subject_id": p.split("/")[0][1:], "study_id": p.split("/")[1][1:],
-         "acquisition_datetime": f"2180-01-0{i % 9 + 1} 10:00:00",
-         "dicom_filepath": "files/p10/" + p.replace(".mp4", ".dcm")}
+        {
+            "subject_id": p.split("/")[0][1:],
+            "study_id": p.split("/")[1][1:],
+            "acquisition_datetime": f"2180-01-0{i % 9 + 1} 10:00:00",
+            "dicom_filepath": "files/p10/" + p.replace(".mp4", ".dcm"),
+        }
         for i, p in enumerate(sorted(data))
     ]
-    rows.append({**rows[0], "dicom_filepath": "files/p19/p19000000/s1/1_0001.dcm"})  # not ingested: fine
+    rows.append(
+        {**rows[0], "dicom_filepath": "files/p19/p19000000/s1/1_0001.dcm"}
+    )  # not ingested: fine
     pd.DataFrame(rows).to_csv(tmp_path / "echo-record-list.csv", index=False)
-    embstore.ingest([file], store=tmp_path / "s.zarr", layout="mimic-echo",
-                    labels_csv=tmp_path / "echo-record-list.csv", labels_key="dicom_filepath")
+    embstore.ingest(
+        [file],
+        store=tmp_path / "s.zarr",
+        layout="mimic-echo",
+        labels_csv=tmp_path / "echo-record-list.csv",
+        labels_key="dicom_filepath",
+    )
     ds = embstore.open(tmp_path / "s.zarr")
     assert ds.acquisition_datetime.values.tolist() == [r["acquisition_datetime"] for r in rows[:-1]]
     assert ds.subject_id.values[0] == ds.subject.values[0][1:]
@@ -104,7 +122,9 @@ def test_rows_without_a_csv_row_are_a_clear_error(tmp_path, pt_file):
     pd.DataFrame({"path": sorted(data)[1:], "site": "x"}).to_csv(tmp_path / "l.csv", index=False)
     with pytest.raises(BadInputError, match=r"no row in .*l\.csv"):
         embstore.ingest([file], store=tmp_path / "s.zarr", labels_csv=tmp_path / "l.csv")
-    report = embstore.ingest([file], store=tmp_path / "s.zarr", labels_csv=tmp_path / "l.csv", skip_bad=True)
+    report = embstore.ingest(
+        [file], store=tmp_path / "s.zarr", labels_csv=tmp_path / "l.csv", skip_bad=True
+    )
     assert report.rows_added == len(data) - 1 and len(report.bad) == 1
 
 
@@ -118,7 +138,10 @@ BAD_FILES = {
     "2-D": (lambda f: np.save(f, np.ones((2, 8), "f4")), "expected a 1-D vector"),
     "wrong-length": (lambda f: np.save(f, np.ones(12, "f4")), "12 values, the store holds 16-d"),
     "int-dtype": (lambda f: np.save(f, np.ones(16, "i4")), "not a floating-point type"),
-    "object-pickle": (lambda f: np.save(f, np.array([{"a": 1}], dtype=object), allow_pickle=True), "pickles"),
+    "object-pickle": (
+        lambda f: np.save(f, np.array([{"a": 1}], dtype=object), allow_pickle=True),
+        "pickles",
+    ),
     "not-npy": (lambda f: f.write_bytes(b"hello world, not numpy"), "not a .npy file"),
     "empty": (lambda f: f.write_bytes(b""), "empty file"),
 }
@@ -146,7 +169,10 @@ def test_unparseable_filename_fails_then_skip_bad_reports_every_bad_row(tmp_path
     BAD_FILES["truncated"][0](npy_tree / "category002" / "00990001_6_month_level_avg.npy")
     report = embstore.ingest([npy_tree], store=store, layout="babyview", skip_bad=True)
     assert report.rows_added == 48 and len(report.bad) == 2
-    assert {Path(b.source).name for b in report.bad} == {"oops.npy", "00990001_6_month_level_avg.npy"}
+    assert {Path(b.source).name for b in report.bad} == {
+        "oops.npy",
+        "00990001_6_month_level_avg.npy",
+    }
     entry = embstore.open(store).attrs["embstore"]["provenance"][-1]
     assert entry["status"] == "complete" and entry["bad_count"] == 2
 
@@ -195,7 +221,7 @@ def test_unknown_source_type_is_named(tmp_path):
 
 
 def test_pickle_module_is_not_needed_for_npy(tmp_path):
-    # guard: the fast reader must never unpickle, even for a file np.load would need allow_pickle for
+    # the fast reader must never unpickle, even a file np.load would need allow_pickle for
     f = tmp_path / "t" / "c" / "a_1_month_level_avg.npy"
     f.parent.mkdir(parents=True)
     with f.open("wb") as fh:

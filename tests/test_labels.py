@@ -7,8 +7,14 @@ from embstore.labels import BABYVIEW, MIMIC_ECHO, get_layout, labels_for
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        ("ball/00270001_12_month_level_avg.npy", {"category": "ball", "subject": "00270001", "age_mo": 12}),
-        ("a/b/S00560001_6_month_level_avg.npy", {"category": "b", "subject": "S00560001", "age_mo": 6}),
+        (
+            "ball/00270001_12_month_level_avg.npy",
+            {"category": "ball", "subject": "00270001", "age_mo": 12},
+        ),
+        (
+            "a/b/S00560001_6_month_level_avg.npy",
+            {"category": "b", "subject": "S00560001", "age_mo": 6},
+        ),
     ],
     ids=["plain", "nested-root"],
 )
@@ -32,7 +38,11 @@ def test_mimic_echo_layout(path):
 
 @pytest.mark.parametrize(
     "path",
-    ["ball/00270001_month_level_avg.npy", "00270001_12_month_level_avg.npy", "ball/x_twelve_month_level_avg.npy"],
+    [
+        "ball/00270001_month_level_avg.npy",
+        "00270001_12_month_level_avg.npy",
+        "ball/x_twelve_month_level_avg.npy",
+    ],
     ids=["no-age", "no-category", "age-not-int"],
 )
 def test_unparseable_path_names_the_path(path):
@@ -46,8 +56,11 @@ def test_pattern_groups_become_labels_and_age_is_int():
     assert labels_for(layout, ["x/a/7-3.npy"]) == {"site": ["a"], "subject": ["7"], "age_mo": [3]}
 
 
-@pytest.mark.parametrize("pattern", [r"(?P<path>.*)", r"(?P<embedding>.*)", r"(?P<1x>.*)", r"(unclosed"],
-                         ids=["reserved-path", "reserved-embedding", "bad-name", "bad-regex"])
+@pytest.mark.parametrize(
+    "pattern",
+    [r"(?P<path>.*)", r"(?P<embedding>.*)", r"(?P<1x>.*)", r"(unclosed"],
+    ids=["reserved-path", "reserved-embedding", "bad-name", "bad-regex"],
+)
 def test_bad_patterns_are_refused(pattern):
     with pytest.raises(BadInputError):
         get_layout(pattern=pattern)

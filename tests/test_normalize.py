@@ -1,3 +1,5 @@
+import importlib
+
 import dask
 import numpy as np
 import pytest
@@ -5,7 +7,6 @@ import xarray as xr
 from dask.callbacks import Callback
 
 import embstore
-import importlib
 from embstore.errors import EmbstoreError
 from embstore.store import StoreWriter, uncommitted_changes
 
@@ -32,7 +33,10 @@ def test_matches_a_float64_numpy_reference_with_the_subject_excluded(store):
     # the excluded subject is normalized too, with the statistics of the others
     assert np.isfinite(ds.normalized.values[~used]).all()
     attrs = ds.normalized.attrs["embstore"]
-    assert attrs["exclude_subjects"] == [EXCLUDED] and attrs["rows_used"] == int(used.sum()) == report.rows_used
+    assert (
+        attrs["exclude_subjects"] == [EXCLUDED]
+        and attrs["rows_used"] == int(used.sum()) == report.rows_used
+    )
     assert attrs["source"] == "embedding" and attrs["eps"] == 1e-10 and attrs["rows"] == 48
 
 
@@ -52,7 +56,9 @@ def test_nonfinite_rows_never_feed_the_statistics(tmp_path):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((50, 4)).astype(np.float32)
     x[7, 1], x[9, 0] = np.nan, np.inf
-    StoreWriter(tmp_path / "s.zarr", feature_size=4, row_chunk=8).append([str(i) for i in range(50)], x)
+    StoreWriter(tmp_path / "s.zarr", feature_size=4, row_chunk=8).append(
+        [str(i) for i in range(50)], x
+    )
     embstore.normalize_store(tmp_path / "s.zarr")
     ds = embstore.open(tmp_path / "s.zarr")
     used = np.isfinite(x).all(axis=1)
@@ -112,7 +118,9 @@ def test_in_memory_and_chunked_datasets_give_the_same_result(store):
     np.testing.assert_array_equal(a, b)
     plain = xr.Dataset({"embedding": (("sample", "feature"), in_memory.embedding.values)})
     plain = plain.assign_coords(subject=("sample", in_memory.subject.values))
-    c = embstore.normalize(plain, exclude_subjects=[EXCLUDED]).normalized.values  # no 'nonfinite' label
+    c = embstore.normalize(
+        plain, exclude_subjects=[EXCLUDED]
+    ).normalized.values  # no 'nonfinite' label
     np.testing.assert_allclose(a, c, rtol=1e-6)
 
 

@@ -11,11 +11,20 @@ import embstore
 from embstore import store as store_mod
 from embstore.errors import DuplicatePathError, SchemaError, StoreError
 from embstore.schema import load_schema
-from embstore.store import COORD_CHUNK, StoreWriter, choose_row_chunk, read_state, repair, uncommitted_changes
+from embstore.store import (
+    COORD_CHUNK,
+    StoreWriter,
+    choose_row_chunk,
+    read_state,
+    repair,
+    uncommitted_changes,
+)
 
 
 def _rows(n, dim=4, start=0):
-    return [f"r{i:05d}" for i in range(start, start + n)], np.arange(start * dim, (start + n) * dim, dtype="f4").reshape(n, dim)
+    return [f"r{i:05d}" for i in range(start, start + n)], np.arange(
+        start * dim, (start + n) * dim, dtype="f4"
+    ).reshape(n, dim)
 
 
 def test_plain_xarray_opens_the_store_with_labels_as_coordinates(store):
@@ -34,8 +43,11 @@ def test_open_returns_python_strings_that_astype_str_accepts(store):
     assert ds.subject.astype(str).values.dtype.kind == "U"
 
 
-@pytest.mark.parametrize(("dim", "rows"), [(768, 4096), (1024, 4096), (1408, 2048), (4, COORD_CHUNK)],
-                         ids=["768", "1024", "1408", "tiny"])
+@pytest.mark.parametrize(
+    ("dim", "rows"),
+    [(768, 4096), (1024, 4096), (1408, 2048), (4, COORD_CHUNK)],
+    ids=["768", "1024", "1408", "tiny"],
+)
 def test_row_chunk_is_a_power_of_two_of_8_to_16_mib(dim, rows):
     chosen = choose_row_chunk(dim)
     assert chosen == rows
@@ -95,9 +107,9 @@ def test_schema_ships_inside_the_installed_package():
 
     package_dir = Path(embstore.schema.__file__).parent
     assert (package_dir / "schemas" / "store-v1.schema.json").is_file()
-    assert load_schema()["properties"]["attributes"]["properties"]["embstore"]["properties"]["schema_version"] == {
-        "const": 1, "description": "Version of this schema the store follows."
-    }
+    assert load_schema()["properties"]["attributes"]["properties"]["embstore"]["properties"][
+        "schema_version"
+    ] == {"const": 1, "description": "Version of this schema the store follows."}
 
 
 def test_a_store_that_breaks_the_schema_is_refused_for_writing(store):

@@ -54,9 +54,10 @@ class Source(Protocol):
     ) -> Iterator[SourceBatch]: ...
 
 
-def check_vector(source: str, vector: np.ndarray, feature_size: int | None) -> str | None:
-    """The problem with ``vector`` as an embedding, or ``None`` if it is fine."""
-    if vector.dtype.kind != "f":
+def check_vector(vector: Any, feature_size: int | None) -> str | None:
+    """The problem with ``vector`` (a numpy array or a torch tensor) as an embedding, if any."""
+    is_float = getattr(vector.dtype, "is_floating_point", None)  # torch dtypes
+    if not (is_float if is_float is not None else np.dtype(vector.dtype).kind == "f"):
         return f"dtype {vector.dtype} is not a floating-point type"
     if vector.ndim != 1:
         return f"expected a 1-D vector, got shape {tuple(vector.shape)}"

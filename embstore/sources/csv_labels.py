@@ -28,7 +28,9 @@ class LabelsTable:
         return None if values is None else dict(zip(self.columns, values, strict=True))
 
 
-def read_labels_csv(file: str | Path, *, key: str = "path", layout: Layout | None = None) -> LabelsTable:
+def read_labels_csv(
+    file: str | Path, *, key: str = "path", layout: Layout | None = None
+) -> LabelsTable:
     """Read ``file``; its ``key`` column holds paths, every other column becomes a label.
 
     With a layout that defines a join key (``mimic-echo``), paths are matched on it, so
@@ -47,9 +49,14 @@ def read_labels_csv(file: str | Path, *, key: str = "path", layout: Layout | Non
         if column in INTEGER_LABELS:
             bad = ~table[column].str.fullmatch(r"-?\d+|")
             if bad.any():
-                raise BadInputError(name, f"column {column!r} holds non-integers, e.g. {table[column][bad].iloc[0]!r}")
+                raise BadInputError(
+                    name,
+                    f"column {column!r} holds non-integers, e.g. {table[column][bad].iloc[0]!r}",
+                )
     values = [
-        [int(v) if v else MISSING_AGE for v in table[c]] if c in INTEGER_LABELS else table[c].tolist()
+        [int(v) if v else MISSING_AGE for v in table[c]]
+        if c in INTEGER_LABELS
+        else table[c].tolist()
         for c in columns
     ]
     rows: dict[str, tuple[str | int, ...]] = {}

@@ -28,7 +28,7 @@ class Hdf5Source:
             raise BadInputError(self.name, f"not a readable HDF5/netCDF file ({exc})") from exc
         self.variable = str(self._ds.attrs.get(VARIABLE_ATTR, "embedding"))
         if self.variable not in self._ds or "path" not in self._ds.coords:
-            msg = f"not an embstore export (needs a {self.variable!r} variable and a 'path' coordinate)"
+            msg = f"not an embstore export (needs a {self.variable!r} variable and 'path' labels)"
             raise BadInputError(self.name, msg)
         self.label_names = [
             str(n)
@@ -46,9 +46,11 @@ class Hdf5Source:
         self, *, batch_rows: int, feature_size: int | None, skip: Callable[[str], bool]
     ) -> Iterator[SourceBatch]:
         data = self._ds[self.variable]
-        problem = check_vector(self.name, np.empty(data.shape[1:], data.dtype), feature_size)
+        problem = check_vector(np.empty(data.shape[1:], data.dtype), feature_size)
         if problem is not None:
-            yield SourceBatch([], np.empty((0, feature_size or 0), np.float32), bad=[BadRow(self.name, problem)])
+            yield SourceBatch(
+                [], np.empty((0, feature_size or 0), np.float32), bad=[BadRow(self.name, problem)]
+            )
             return
         for start in range(0, len(self), batch_rows):
             rows = slice(start, start + batch_rows)
@@ -58,5 +60,7 @@ class Hdf5Source:
             labels: dict[str, list[Any]] = {}
             for name in self.label_names:
                 values = np.asarray(self._ds[name][rows].values)[keep]
-                labels[name] = values.astype(object if values.dtype.kind in "OUST" else values.dtype).tolist()
+                labels[name] = values.astype(
+                    object if values.dtype.kind in "OUST" else values.dtype
+                ).tolist()
             yield SourceBatch(paths[keep].tolist(), vectors, labels, skipped=int((~keep).sum()))

@@ -1,4 +1,4 @@
-"""Trees of one-vector ``.npy`` files (``<root>/<category>/<subject>_<age>_month_level_avg.npy``)."""
+"""Trees of one-vector `.npy` files: `<root>/<category>/<subject>_<age>_month_level_avg.npy`."""
 
 from __future__ import annotations
 
@@ -55,7 +55,9 @@ class NpyReader:
             return parsed
         dtype, shape, nbytes = parsed
         if len(data) - offset != nbytes:
-            return f"truncated: header promises {nbytes} bytes of data, file has {len(data) - offset}"
+            return (
+                f"truncated: header promises {nbytes} bytes of data, file has {len(data) - offset}"
+            )
         return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
 
 
@@ -103,7 +105,7 @@ class NpyTreeSource:
                     continue
                 file = os.path.join(root, rel)
                 array = reader.read(file)
-                problem = array if isinstance(array, str) else check_vector(file, array, feature_size)
+                problem = array if isinstance(array, str) else check_vector(array, feature_size)
                 if problem is not None:
                     bad.append(BadRow(file, problem))
                     continue

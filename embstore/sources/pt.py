@@ -1,4 +1,4 @@
-"""``.pt`` dict files ``{relative_path: tensor[D]}`` as written by the V-JEPA2 extraction scripts."""
+"""``.pt`` dict files ``{relative_path: tensor[D]}``, as the V-JEPA2 extraction scripts write."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError
-from . import BadRow, SourceBatch, stack
+from . import BadRow, SourceBatch, check_vector, stack
 
 
 def load_pt_dict(file: Path) -> dict[str, Any]:
@@ -22,12 +22,16 @@ def load_pt_dict(file: Path) -> dict[str, Any]:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        msg = f"refused: loading it would run arbitrary code (torch.load weights_only=True: {first})"
+        msg = (
+            f"refused: loading it would run arbitrary code (torch.load weights_only=True: {first})"
+        )
         raise BadInputError(str(file), msg) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise BadInputError(str(file), f"unreadable .pt file ({exc})") from exc
     if not isinstance(obj, dict):
-        raise BadInputError(str(file), f"expected a dict {{path: tensor}}, got {type(obj).__name__}")
+        raise BadInputError(
+            str(file), f"expected a dict {{path: tensor}}, got {type(obj).__name__}"
+        )
     return obj
 
 
@@ -57,35 +61,41 @@ class PtDictSource:
         import torch
 
         data = self.data
-        bad_keys = [BadRow(f"{self.file}[{k!r}]", "key is not a string") for k in data if not isinstance(k, str)]
+        bad_keys = [
+            BadRow(self.locate(k), "key is not a string") for k in data if not isinstance(k, str)
+        ]
         keys = sorted(k for k in data if isinstance(k, str))
         for start in range(0, len(keys), batch_rows):
             paths, tensors, bad, skipped = [], [], bad_keys if start == 0 else [], 0
-            for key in keys[start : start + batch_rows]:
-                if skip(key):
-                    skipped += 1
-                    continue
-                value = data[key]
-                if not isinstance(value, torch.Tensor):
-                    bad.append(BadRow(f"{self.file}[{key!r}]", f"value is a {type(value).__name__}, not a tensor"))
-                    continue
-                if value.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-                    bad.append(BadRow(f"{self.file}[{key!r}]", f"dtype {value.dtype} is not a floating-point type"))
-                    continue
-                problem = None if value.ndim == 1 else f"expected a 1-D vector, got shape {tuple(value.shape)}"
-                if problem is None and feature_size is not None and value.shape[0] != feature_size:
-                    problem = f"vector has {value.shape[0]} values, the store holds {feature_size}-d vectors"
-                if problem is not None:
-                    bad.append(BadRow(f"{self.file}[{key!r}]", problem))
-                    continue
-                feature_size = feature_size or int(value.shape[0])
-                paths.append(key)
-                tensors.append(value)
+            chunk = [k for k in keys[start : start + batch_rows] if not skip(k)]
+            skipped = min(batch_rows, len(keys) - start) - len(chunk)
+            values = [data[k] for k in chunk]
+            # one signature for the whole batch is the common case: check it once
+            kinds = {
+                (type(v), v.dtype, v.shape) if isinstance(v, torch.Tensor) else None for v in values
+            }
+            if (
+                len(kinds) == 1
+                and None not in kinds
+                and check_vector(values[0], feature_size) is None
+            ):
+                paths, tensors = chunk, values
+            else:
+                for key, value in zip(chunk, values, strict=True):
+                    if isinstance(value, torch.Tensor):
+                        problem = check_vector(value, feature_size)
+                    else:
+                        problem = f"value is a {type(value).__name__}, not a tensor"
+                    if problem is not None:
+                        bad.append(BadRow(self.locate(key), problem))
+                        continue
+                    feature_size = feature_size or int(value.shape[0])
+                    paths.append(key)
+                    tensors.append(value)
             if tensors:
+                feature_size = feature_size or int(tensors[0].shape[0])
                 vectors = torch.stack(tensors).to(torch.float32).numpy()
             else:
                 vectors = stack([], feature_size)
             yield SourceBatch(paths, vectors, bad=bad, skipped=skipped)
         self._data = None  # one dict in memory at a time, however many files are ingested
-
-
