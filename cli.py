@@ -284,6 +284,50 @@ def validate_cmd(
 
 
 @_command
+def inspect_cmd(
+    store: Annotated[Path, typer.Argument(help="The store.")],
+    variable: Annotated[
+        str, typer.Option(help="Variable to inspect (e.g. normalized).")
+    ] = "embedding",
+    report: Annotated[Path | None, typer.Option(help="Write PNGs and report.html here.")] = None,
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any health check fails.")] = False,
+    sample: Annotated[int, typer.Option(min=2, help="Rows sampled for the pictures.")] = 500,
+    seed: Annotated[int, typer.Option(help="Seed of the picture sample.")] = 0,
+    color_by: Annotated[
+        str, typer.Option(help="Label that colours the PCA and orders the heatmap.")
+    ] = "age_mo",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Health checks (NaN/Inf/zero/duplicate rows, dead or extreme dimensions) and statistics
+    over every row; pictures and an HTML report with --report."""
+    result = embstore.inspect.inspect_store(
+        store, variable=variable, report=report, sample=sample, seed=seed, color_by=color_by
+    )
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    elif not quiet:
+        out.print(
+            f"[bold]{store}[/bold] variable [bold]{variable}[/bold]: {result.summary.rows} rows",
+            highlight=False,
+        )
+        table = Table("check", "result", "count", "examples")
+        for name, row in result.health.iterrows():
+            verdict = "[green]pass[/green]" if row["passed"] else "[red]FAIL[/red]"
+            table.add_row(str(name), verdict, str(row["count"]), "; ".join(row["examples"][:3]))
+        out.print(table)
+        norms = result.summary.norm_stats()
+        if len(norms):
+            out.print(
+                "L2 norm: " + ", ".join(f"{k} {v:.4g}" for k, v in norms.items()), highlight=False
+            )
+        if result.report:
+            out.print(f"report: {result.report}", highlight=False)
+    if strict and not result.passed:
+        raise typer.Exit(1)
+
+
+@_command
 def demo(
     directory: Annotated[
         Path, typer.Argument(help="Folder for the generated data, store and exports.")

@@ -7,6 +7,7 @@ try:
 except PackageNotFoundError:  # running from a checkout that is not installed
     __version__ = "0+unknown"
 
+from . import inspect  # noqa: E402 - the module: embstore.inspect.health(ds)
 from .demo import run_demo
 from .errors import BadInputError, DuplicatePathError, EmbstoreError, SchemaError, StoreError
 from .export import ExportReport, export
@@ -32,6 +33,7 @@ __all__ = [
     "create_store",
     "export",
     "info",
+    "inspect",
     "ingest",
     "normalize",
     "normalize_store",
