@@ -328,6 +328,106 @@ def inspect_cmd(
 
 
 @_command
+def convert_dicom(
+    input_dir: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="Folder of DICOMs (searched recursively).")
+    ],
+    output: Annotated[
+        Path, typer.Argument(metavar="OUTPUT", help="Folder for the MP4s (same relative paths).")
+    ],
+    target_size: Annotated[int, typer.Option(help="Output width and height (even).")] = 256,
+    fps: Annotated[float | None, typer.Option(help="Frame rate (default: from the DICOM).")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Convert at most this many files.")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Convert multi-frame DICOMs to H.264 MP4; stills are skipped, bad files reported."""
+    from embstore.dicom import convert_dicom as run
+
+    with _progress(quiet, "convert") as progress:
+        report = run(
+            input_dir, output, target_size=target_size, fps=fps, limit=limit, progress=progress
+        )
+    _say(quiet, report.summary())
+    for file, problem in report.failed:
+        err.print(f"[red]failed:[/red] {file}: {problem}", highlight=False, soft_wrap=True)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@_command
+def extract(
+    input_dir: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="Folder of DICOMs and/or videos.")
+    ],
+    store: StorePath,
+    checkpoint: Annotated[
+        Path, typer.Option(help="Original .pt checkpoint or a local Hugging Face folder.")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="vitl, vith, vitg, vitg-384, or a config JSON (optional for HF folders)."
+        ),
+    ] = None,
+    checkpoint_key: Annotated[
+        str, typer.Option(help="target_encoder (frozen-eval choice) or encoder.")
+    ] = "target_encoder",
+    num_frames: Annotated[int, typer.Option(min=1, help="Frames per clip.")] = 16,
+    frame_step: Annotated[int, typer.Option(min=1, help="Step between sampled frames.")] = 4,
+    clips: Annotated[int, typer.Option(min=1, help="Clips per video, averaged.")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Videos per batch.")] = 8,
+    num_workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 4,
+    device: Annotated[str, typer.Option(help="cuda or cpu.")] = "cuda",
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Embed at most this many inputs.")
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="I/N: this process's part of the inputs.")
+    ] = None,
+    layout: Annotated[
+        Layout | None, typer.Option(help="Read labels from paths in this layout.")
+    ] = None,
+    dicom_tags: Annotated[
+        str, typer.Option(help="Comma-separated DICOM keywords to store as labels.")
+    ] = "",
+    commit_every: Annotated[int, typer.Option(min=1, help="Videos per commit.")] = 256,
+    quiet: Quiet = False,
+) -> None:
+    """Embed DICOMs and videos with a frozen V-JEPA2 encoder, straight into the store."""
+    from transformers.utils import logging as hf_logging
+
+    from embstore.extract import extract as run
+    from embstore.extract import parse_shard
+
+    hf_logging.disable_progress_bar()
+    with _progress(quiet, "extract") as progress:
+        report = run(
+            input_dir,
+            store=store,
+            checkpoint=checkpoint,
+            model=model,
+            checkpoint_key=checkpoint_key,
+            num_frames=num_frames,
+            frame_step=frame_step,
+            clips=clips,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            limit=limit,
+            shard=parse_shard(shard) if shard else None,
+            layout=layout.value if layout else None,
+            dicom_tags=[t for t in dicom_tags.split(",") if t],
+            commit_every=commit_every,
+            progress=progress,
+        )
+    _say(quiet, f"{store}: {report.summary()}")
+    for bad in report.bad:
+        _say(quiet, f"  skipped {bad}")
+
+
+@_command
 def demo(
     directory: Annotated[
         Path, typer.Argument(help="Folder for the generated data, store and exports.")

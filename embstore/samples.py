@@ -70,3 +70,149 @@ def make_pt_dict(
                 ).astype(np.float32)
     torch.save({k: torch.from_numpy(v.copy()) for k, v in data.items()}, file)
     return data
+
+
+def make_dicom(
+    file: str | os.PathLike[str],
+    *,
+    frames: int = 6,
+    rows: int = 40,
+    columns: int = 48,
+    photometric: str = "RGB",
+    patient_name: str = "Doe^Jane",
+    frame_time_ms: float | None = 40.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Write an uncompressed multi-frame DICOM (RGB, YBR_FULL, MONOCHROME1/2 or PALETTE COLOR).
+
+    Returns the frames as the RGB uint8 ``(T, H, W, 3)`` a reader should get back
+    (for PALETTE COLOR: the indices' colours under a grey-to-red ramp).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.pixels import convert_color_space
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+    rng = np.random.default_rng(seed)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = patient_name, "PID-123456", "19700101"
+    ds.Manufacturer = "embstore-test"
+    ds.Modality = "US"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    if frame_time_ms is not None:
+        ds.FrameTime = frame_time_ms
+    if photometric in ("RGB", "YBR_FULL"):
+        rgb = rng.integers(0, 256, (frames, rows, columns, 3), dtype=np.uint8)
+        stored = rgb if photometric == "RGB" else convert_color_space(rgb, "RGB", "YBR_FULL")
+        if photometric == "YBR_FULL":  # the decoder's round trip is what a reader really gets
+            rgb = convert_color_space(stored, "YBR_FULL", "RGB")
+        ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+        pixels = stored
+    elif photometric in ("MONOCHROME1", "MONOCHROME2"):
+        grey = rng.integers(0, 256, (frames, rows, columns), dtype=np.uint8)
+        ds.SamplesPerPixel = 1
+        pixels = grey
+        shown = 255 - grey if photometric == "MONOCHROME1" else grey
+        rgb = np.repeat(shown[..., None], 3, axis=-1)
+    elif photometric == "PALETTE COLOR":
+        index = rng.integers(0, 256, (frames, rows, columns), dtype=np.uint8)
+        ds.SamplesPerPixel = 1
+        ramp = np.arange(256, dtype=np.uint16) * 257
+        for colour, lut in (
+            ("Red", ramp),
+            ("Green", np.zeros(256, np.uint16)),
+            ("Blue", ramp[::-1].copy()),
+        ):
+            setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
+            setattr(ds, f"{colour}PaletteColorLookupTableData", lut.tobytes())
+        pixels = index
+        rgb = np.stack([index, np.zeros_like(index), 255 - index], axis=-1)
+    else:
+        raise ValueError(f"unsupported photometric interpretation {photometric}")
+    ds.PhotometricInterpretation = photometric
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    ds.save_as(file, enforce_file_format=True)
+    return rgb
+
+
+def make_tiny_vjepa2(
+    directory: str | os.PathLike[str], *, hidden: int = 32, crop: int = 32, seed: int = 0
+) -> dict[str, Path]:
+    """A tiny random V-JEPA2 encoder saved in both real on-disk formats.
+
+    Writes ``hf/`` (``save_pretrained``: the *target* encoder), ``config.json`` (a custom
+    architecture for ``--model``) and ``original.pt`` holding ``encoder`` and
+    ``target_encoder`` with ``module.backbone.`` prefixes and fused ``qkv`` weights, as the
+    official checkpoints do. ``encoder`` differs from ``target_encoder``, so picking the wrong
+    one shows.
+    """
+    import torch
+    from transformers import VJEPA2Config, VJEPA2Model
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = VJEPA2Config(
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        mlp_ratio=2.0,
+        crop_size=crop,
+        frames_per_clip=4,
+        pred_hidden_size=16,
+        pred_num_hidden_layers=1,
+        pred_num_attention_heads=2,
+    )
+    torch.manual_seed(seed)
+    target = VJEPA2Model(config).eval()
+    online = VJEPA2Model(config).eval()
+    target.save_pretrained(directory / "hf")
+    config.to_json_file(directory / "config.json")
+    checkpoint = {
+        "encoder": _to_original(online),
+        "target_encoder": _to_original(target),
+        "predictor": {"module.backbone.predictor_embed.weight": torch.zeros(2, 2)},
+        "epoch": 1,
+    }
+    torch.save(checkpoint, directory / "original.pt")
+    return {
+        "hf": directory / "hf",
+        "config": directory / "config.json",
+        "original": directory / "original.pt",
+    }
+
+
+def _to_original(model) -> dict:  # noqa: ANN001 - VJEPA2Model
+    """The inverse of embstore's checkpoint conversion: HF encoder keys -> original keys."""
+    import torch
+
+    state = {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    out, fused = {}, {}
+    for key, value in state.items():
+        key = key.removeprefix("encoder.")
+        if key.startswith("embeddings.patch_embeddings."):
+            key = "patch_embed." + key.removeprefix("embeddings.patch_embeddings.")
+        elif key.startswith("layernorm."):
+            key = "norm." + key.removeprefix("layernorm.")
+        elif key.startswith("layer."):
+            key = "blocks." + key.removeprefix("layer.").replace(".attention.", ".attn.")
+        for part in ("query", "key", "value"):
+            if f".attn.{part}." in key:
+                base, kind = key.split(f".attn.{part}.")
+                fused.setdefault((base, kind), {})[part] = value
+                break
+        else:
+            out["module.backbone." + key] = value.clone()
+    for (base, kind), parts in fused.items():
+        qkv = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
+        out[f"module.backbone.{base}.attn.qkv.{kind}"] = qkv.clone()
+    return out

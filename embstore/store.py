@@ -504,6 +504,28 @@ class StoreWriter:
         with write_lock(self.path):
             self._refresh()
 
+    def claim(self, key: str, value: dict[str, Any], *, defining: Sequence[str]) -> None:
+        """Record ``value`` under root attrs ``embstore.<key>``, or check it matches.
+
+        Used for the extraction settings: every writer of a store must produce comparable
+        numbers, so the ``defining`` fields must equal what the first writer recorded.
+        """
+        with write_lock(self.path):
+            state = self._refresh()
+            existing = state.meta.get(key)
+            if existing is None:
+                attrs = self._attrs_with_run(state)
+                attrs[ROOT_ATTR][key] = json.loads(json.dumps(value))
+                _commit(self.path, attrs)
+                return
+            clean = json.loads(json.dumps(value))
+            differ = [f for f in defining if existing.get(f) != clean.get(f)]
+            if differ:
+                shown = "; ".join(
+                    f"{f}: store has {existing.get(f)!r}, this run {clean.get(f)!r}" for f in differ
+                )
+                raise StoreError(f"{self.path}: made with other {key} settings ({shown})")
+
     # -- provenance ------------------------------------------------------------------------
 
     def start_run(self, action: str, **info: Any) -> None:
