@@ -393,6 +393,12 @@ def extract(
         str, typer.Option(help="Comma-separated DICOM keywords to store as labels.")
     ] = "",
     commit_every: Annotated[int, typer.Option(min=1, help="Videos per commit.")] = 256,
+    preprocess_on: Annotated[
+        str | None,
+        typer.Option(
+            help="Where frames are resized: workers (CPU default) or device (CUDA default)."
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Embed DICOMs and videos with a frozen V-JEPA2 encoder, straight into the store."""
@@ -420,6 +426,7 @@ def extract(
             layout=layout.value if layout else None,
             dicom_tags=[t for t in dicom_tags.split(",") if t],
             commit_every=commit_every,
+            preprocess_on=preprocess_on,
             progress=progress,
         )
     _say(quiet, f"{store}: {report.summary()}")

@@ -9,6 +9,7 @@ hash of their paths, so ``n`` processes (a SLURM array) can fill one store at on
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -26,7 +27,7 @@ from .extractors import REGISTRY
 from .labels import get_layout
 from .sources import BadRow
 from .store import StoreWriter
-from .video import VIDEO_SUFFIXES, ClipSpec, preprocess, read_video
+from .video import VIDEO_SUFFIXES, ClipSpec, clip_indices, normalize_clips, read_video
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class ExtractReport:
     def summary(self) -> str:
         rate = self.clips / self.seconds if self.seconds else 0.0
         text = (
-            f"embedded {self.added} of {self.inputs} inputs ({self.clips} clips, {rate:.1f} clips/s); "
+            f"embedded {self.added} of {self.inputs} inputs "
+            f"({self.clips} clips, {rate:.1f} clips/s); "
             f"{self.already_stored} already stored, {len(self.stills)} single-frame stills skipped"
         )
         return (
@@ -101,14 +103,23 @@ class VideoDataset:
     """Decodes and preprocesses one input per item (runs in DataLoader workers)."""
 
     def __init__(
-        self, root: Path, paths: Sequence[str], spec: ClipSpec, keywords: Sequence[str]
+        self,
+        root: Path,
+        paths: Sequence[str],
+        spec: ClipSpec,
+        keywords: Sequence[str],
+        *,
+        preprocess: bool = True,
     ) -> None:
         self.root, self.paths, self.spec, self.keywords = root, list(paths), spec, list(keywords)
+        self.preprocess = preprocess  # False: hand back the clips' uint8 frames for the device
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        import torch
+
         rel = self.paths[i]
         file = self.root / rel
         item: dict[str, Any] = {
@@ -118,13 +129,18 @@ class VideoDataset:
             "still": False,
             "problem": None,
         }
+        select = functools.partial(_clip_frames, spec=self.spec)  # decode only the clips' frames
         try:
             if is_dicom(file):
-                frames, _, item["labels"] = read_dicom_frames(file, keywords=self.keywords)
+                frames, _, item["labels"] = read_dicom_frames(
+                    file, keywords=self.keywords, select=select
+                )
             else:
-                frames, _ = read_video(file)
+                frames, _ = read_video(file, select=select)
                 item["labels"] = dict.fromkeys(self.keywords, "")
-            item["clips"] = preprocess(frames, self.spec)
+            item["clips"] = (
+                normalize_clips(frames, self.spec) if self.preprocess else torch.from_numpy(frames)
+            )
         except SingleFrameError:
             item["still"] = True
         except BadInputError as exc:
@@ -134,16 +150,20 @@ class VideoDataset:
         return item
 
 
+def _clip_frames(n_frames: int, spec: ClipSpec) -> np.ndarray:
+    return clip_indices(n_frames, spec).ravel()
+
+
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack the clips of the decodable items; keep stills and failures aside."""
     import torch
 
     good = [it for it in items if it["clips"] is not None]
+    ready = bool(good) and good[0]["clips"].dtype != torch.uint8  # preprocessed in the worker
     return {
         "paths": [it["path"] for it in good],
         "labels": [it["labels"] for it in good],
-        "counts": [len(it["clips"]) for it in good],
-        "clips": torch.cat([it["clips"] for it in good]) if good else torch.empty(0),
+        "clips": torch.cat([it["clips"] for it in good]) if ready else [it["clips"] for it in good],
         "stills": [it["path"] for it in items if it["still"]],
         "bad": [(it["path"], it["problem"]) for it in items if it["problem"]],
     }
@@ -168,6 +188,7 @@ def extract(
     layout: str | None = None,
     dicom_tags: Sequence[str] = (),
     commit_every: int = 256,
+    preprocess_on: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ExtractReport:
     """Embed every DICOM and video under ``input`` into ``store``, resumable and shardable.
@@ -175,6 +196,8 @@ def extract(
     Parameters are those of ``embstore extract``; ``shard=(i, n)`` keeps the inputs whose
     stable path hash falls in shard ``i`` of ``n``. Only the DICOM header fields named in
     ``dicom_tags`` are stored (as labels); nothing else from a header reaches the store.
+    ``preprocess_on`` is ``"workers"`` (resize in the DataLoader workers; default on CPU) or
+    ``"device"`` (workers only decode, resizing runs on the GPU; default on CUDA).
     """
     import torch
 
@@ -203,8 +226,11 @@ def extract(
     writer.start_run(
         "extract", input=str(root), shard=list(shard) if shard else None, model=description["model"]
     )
+    on_device = (
+        preprocess_on or ("device" if device.startswith("cuda") else "workers")
+    ) == "device"
     loader = torch.utils.data.DataLoader(
-        VideoDataset(root, todo, spec, keywords),
+        VideoDataset(root, todo, spec, keywords, preprocess=not on_device),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=collate,
@@ -244,8 +270,14 @@ def extract(
             report.stills += batch["stills"]
             report.bad += [BadRow(str(root / p), problem) for p, problem in batch["bad"]]
             if batch["paths"]:
-                embeddings = extractor.embed(batch["clips"]).cpu().numpy()
-                offsets = np.cumsum([0, *batch["counts"]])
+                clips = batch["clips"]
+                if isinstance(clips, list):  # uint8 frames: preprocess on the device
+                    device_clips = [
+                        normalize_clips(f, spec, device=extractor.device) for f in clips
+                    ]
+                    clips = torch.cat(device_clips)
+                embeddings = extractor.embed(clips).cpu().numpy()
+                offsets = np.arange(len(batch["paths"]) + 1) * spec.clips
                 for i, path in enumerate(batch["paths"]):
                     pending["paths"].append(path)
                     pending["vectors"].append(embeddings[offsets[i] : offsets[i + 1]].mean(axis=0))

@@ -176,7 +176,10 @@ def load_vjepa2(settings: VJEPA2Settings) -> Any:
     }
     missing, unexpected = model.encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
-        msg = f"checkpoint does not fit the {settings.model} encoder: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        msg = (
+            f"checkpoint does not fit the {settings.model} encoder: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
         raise BadInputError(str(checkpoint), msg)
     return model.eval()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -14,8 +16,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def read_video(path: str | os.PathLike[str]) -> tuple[np.ndarray, float]:
-    """All frames ``(T, H, W, 3)`` uint8 RGB and the frame rate, decoded with threads."""
+def read_video(
+    path: str | os.PathLike[str], *, select: Callable[[int], np.ndarray] | None = None
+) -> tuple[np.ndarray, float]:
+    """Frames ``(T, H, W, 3)`` uint8 RGB and the frame rate, decoded with threads.
+
+    ``select(n_frames)`` may name the frames wanted: every frame is decoded (video is
+    sequential) but only those are converted to RGB.
+    """
     import av
 
     try:
@@ -23,7 +31,9 @@ def read_video(path: str | os.PathLike[str]) -> tuple[np.ndarray, float]:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             fps = float(stream.average_rate or stream.guessed_rate or 30)
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            decoded = list(container.decode(stream))
+            wanted = range(len(decoded)) if select is None else np.asarray(select(len(decoded)))
+            frames = [decoded[i].to_ndarray(format="rgb24") for i in wanted] if decoded else []
     except (av.error.FFmpegError, IndexError, OSError) as exc:
         raise BadInputError(str(path), f"cannot decode video ({exc})") from exc
     if not frames:
@@ -67,12 +77,25 @@ def clip_indices(n_frames: int, spec: ClipSpec) -> np.ndarray:
 
 
 def preprocess(frames: np.ndarray, spec: ClipSpec):  # noqa: ANN201 - torch.Tensor
-    """``(T, H, W, 3)`` uint8 -> float32 tensor ``(clips, num_frames, 3, crop, crop)``."""
+    """All frames `(T, H, W, 3)` uint8 -> float32 tensor `(clips, num_frames, 3, crop, crop)`."""
+    return normalize_clips(frames[clip_indices(len(frames), spec).ravel()], spec)
+
+
+def normalize_clips(selected: Any, spec: ClipSpec, *, device: Any = None):  # noqa: ANN201 - Tensor
+    """Frames already picked by :func:`clip_indices` (``clips * num_frames`` of them; numpy or
+    uint8 tensor) -> the float32 tensor ``(clips, num_frames, 3, crop, crop)`` the encoder
+    takes, computed on ``device`` (resizing on the GPU keeps CPU workers to decoding)."""
     import torch
     import torch.nn.functional as F
 
-    chosen = frames[clip_indices(len(frames), spec).ravel()]
-    x = torch.from_numpy(np.ascontiguousarray(chosen)).permute(0, 3, 1, 2).float()  # (N, 3, H, W)
+    x = (
+        selected
+        if isinstance(selected, torch.Tensor)
+        else torch.from_numpy(np.ascontiguousarray(selected))
+    )
+    if device is not None:
+        x = x.to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float()  # (N, 3, H, W)
     height, width = x.shape[-2:]
     short = int(spec.crop * 256 / 224)
     scale = short / min(height, width)
@@ -80,7 +103,7 @@ def preprocess(frames: np.ndarray, spec: ClipSpec):  # noqa: ANN201 - torch.Tens
     x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     top, left = (size[0] - spec.crop) // 2, (size[1] - spec.crop) // 2
     x = x[..., top : top + spec.crop, left : left + spec.crop] / 255.0
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
     x = (x - mean) / std
     return x.reshape(spec.clips, spec.num_frames, 3, spec.crop, spec.crop).contiguous()

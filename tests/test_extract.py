@@ -97,6 +97,13 @@ def test_both_checkpoint_formats_give_the_embeddings_of_a_direct_forward(echo_tr
     assert da.subject.values[0] == "p10000000" and da.study.values[0] == "s90000000"
 
 
+def test_preprocessing_on_the_device_matches_the_workers(echo_tree, tmp_path, tiny):
+    run(echo_tree, tmp_path / "w.zarr", tiny, preprocess_on="workers", num_workers=1)
+    run(echo_tree, tmp_path / "d.zarr", tiny, preprocess_on="device")
+    w, d = embstore.open(tmp_path / "w.zarr"), embstore.open(tmp_path / "d.zarr")
+    np.testing.assert_allclose(w.embedding.values, d.embedding.values, rtol=1e-5, atol=1e-6)
+
+
 def test_checkpoint_key_encoder_is_a_different_model(echo_tree, tmp_path, tiny):
     run(echo_tree, tmp_path / "t.zarr", tiny, limit=1)
     run(echo_tree, tmp_path / "e.zarr", tiny, limit=1, checkpoint_key="encoder")
