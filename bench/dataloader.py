@@ -3,13 +3,14 @@
 Tells how many DataLoader workers one GPU needs: a ViT-L at 50% of an H100's bf16 peak eats
 roughly 300 clips/s (see bench/gpu_extract.py). Appends its table to bench/RESULTS.md::
 
-    python bench/dataloader.py [--inputs 24] [--frames 74] [--workers 0,1,2]
+    python bench/dataloader.py [--inputs 16] [--frames 74] [--workers 0,1,2]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -29,21 +30,27 @@ def make_inputs(root: Path, n: int, frames: int) -> None:
     for i in range(n):
         folder = root / f"p1000{i:04d}" / "s1"
         folder.mkdir(parents=True, exist_ok=True)
-        photometric = "RGB" if i % 2 else "YBR_FULL"
+        kind = "RGB" if i % 2 else "YBR_FULL"
         make_dicom(
-            folder / f"{i}.dcm",
-            frames=frames,
-            rows=600,
-            columns=800,
-            photometric=photometric,
-            seed=i,
+            folder / f"{i}.dcm", frames=frames, rows=600, columns=800, photometric=kind, seed=i
         )
 
 
-def throughput(root: Path, workers: int, spec: ClipSpec, batch: int, preprocess: bool) -> float:
+def copy_real(root: Path, n: int) -> None:
+    """``n`` copies of pydicom-data's 120-frame 480x640 JPEG Baseline YBR_FULL_422 ultrasound."""
+    from pydicom.data import get_testdata_file
+
+    source = Path(get_testdata_file("color3d_jpeg_baseline.dcm"))
+    for i in range(n):
+        folder = root / f"p2000{i:04d}" / "s1"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, folder / f"{i}.dcm")
+
+
+def throughput(root: Path, workers: int, spec: ClipSpec, preprocess: bool) -> float:
     dataset = VideoDataset(root, list_inputs(root), spec, [], preprocess=preprocess)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch, num_workers=workers, collate_fn=collate
+        dataset, batch_size=4, num_workers=workers, collate_fn=collate
     )
     start, clips = time.perf_counter(), 0
     for item in loader:
@@ -53,7 +60,7 @@ def throughput(root: Path, workers: int, spec: ClipSpec, batch: int, preprocess:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--inputs", type=int, default=24)
+    parser.add_argument("--inputs", type=int, default=16)
     parser.add_argument("--frames", type=int, default=74)
     parser.add_argument("--workers", default="0,1,2")
     parser.add_argument("--crop", type=int, default=256)
@@ -62,28 +69,33 @@ def main() -> None:
     spec = ClipSpec(num_frames=16, frame_step=4, clips=1, crop=args.crop)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        make_inputs(Path(tmp), args.inputs, args.frames)
-        for workers in (int(w) for w in args.workers.split(",")):
-            for preprocess in (True, False):
-                rate = throughput(Path(tmp), workers, spec, batch=4, preprocess=preprocess)
-                per = rate / max(workers, 1)
-                mode = "decode + resize" if preprocess else "decode only (resize on GPU)"
-                rows.append((workers, mode, rate, per))
-                print(
-                    f"workers={workers}, {mode}: {rate:.1f} clips/s ({per:.1f}/worker)", flush=True
-                )
+        sets = {
+            "synthetic 600x800 uncompressed": Path(tmp) / "s",
+            "real 480x640 JPEG": Path(tmp) / "j",
+        }
+        make_inputs(sets["synthetic 600x800 uncompressed"], args.inputs, args.frames)
+        copy_real(sets["real 480x640 JPEG"], args.inputs)
+        for kind, root in sets.items():
+            for workers in (int(w) for w in args.workers.split(",")):
+                for preprocess in (True, False):
+                    rate = throughput(root, workers, spec, preprocess)
+                    per = rate / max(workers, 1)
+                    mode = "decode + resize" if preprocess else "decode only (resize on GPU)"
+                    rows.append((kind, workers, mode, rate, per))
+                    print(f"{kind}, {workers} workers, {mode}: {rate:.1f} clips/s", flush=True)
     command = "python bench/dataloader.py " + " ".join(sys.argv[1:])
     lines = [
         "",
         "## Extraction DataLoader (decode + preprocess, CPU)",
         "",
-        f"Produced by `{command.strip()}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores: "
-        f"{args.inputs} uncompressed {args.frames}-frame 600x800 DICOMs (RGB / YBR_FULL), one "
-        f"16-frame clip (step 4) each at {args.crop}px.",
+        f"Produced by `{command.strip()}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} "
+        f"cores: {args.inputs} synthetic uncompressed {args.frames}-frame 600x800 DICOMs (RGB / "
+        f"YBR_FULL) and {args.inputs} copies of a real 120-frame JPEG Baseline ultrasound; one "
+        f"16-frame clip (step 4) each at {args.crop}px. Workers = 0 means in the main process.",
         "",
-        "| workers | work in the workers | clips/s | clips/s per worker |",
-        "|---|---|---|---|",
-        *(f"| {w} | {m} | {r:.1f} | {p:.1f} |" for w, m, r, p in rows),
+        "| inputs | workers | work in the workers | clips/s | clips/s per worker |",
+        "|---|---|---|---|---|",
+        *(f"| {k} | {w} | {m} | {r:.1f} | {p:.1f} |" for k, w, m, r, p in rows),
     ]
     with args.results.open("a") as f:
         f.write("\n".join(lines) + "\n")

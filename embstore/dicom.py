@@ -43,8 +43,8 @@ def _read(path: Path):  # noqa: ANN202 - pydicom Dataset
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    try:
-        return pydicom.dcmread(path)
+    try:  # large values (the pixel data) stay on disk until asked for
+        return pydicom.dcmread(path, defer_size="256 KB")
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise BadInputError(str(path), f"unreadable DICOM ({exc})") from exc
 
@@ -92,7 +92,9 @@ def read_dicom_frames(
         else:
             wanted = np.asarray(select(frames))
             unique, inverse = np.unique(wanted, return_inverse=True)
-            array = np.stack(list(iter_pixels(ds, indices=unique.tolist())))[inverse.ravel()]
+            # from the file, reading only the wanted frames' bytes
+            frames_read = iter_pixels(path, indices=unique.tolist())
+            array = np.stack(list(frames_read))[inverse.ravel()]
     except Exception as exc:  # decoders raise many types; all mean "cannot decode"
         raise BadInputError(str(path), f"cannot decode pixel data ({exc})") from exc
     photometric = str(ds.get("PhotometricInterpretation", ""))
