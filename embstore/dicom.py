@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BadInputError
+from .paths import walk_files
 
 log = logging.getLogger(__name__)
 
@@ -183,14 +184,7 @@ class ConvertReport:
 
 def list_dicoms(root: Path) -> list[str]:
     """Relative POSIX paths of the DICOM files under ``root`` (by suffix or preamble), sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in filenames:
-            full = os.path.join(dirpath, name)
-            if is_dicom(full):
-                found.append(os.path.relpath(full, root).replace(os.sep, "/"))
-    return sorted(found)
+    return walk_files(root, is_dicom)
 
 
 def convert_dicom(

@@ -25,6 +25,7 @@ from .dicom import SingleFrameError, check_keywords, is_dicom, read_dicom_frames
 from .errors import BadInputError, EmbstoreError
 from .extractors import REGISTRY
 from .labels import get_layout
+from .paths import walk_files
 from .sources import BadRow
 from .store import StoreWriter
 from .video import VIDEO_SUFFIXES, ClipSpec, clip_indices, normalize_clips, read_video
@@ -73,14 +74,9 @@ class ExtractReport:
 
 def list_inputs(root: Path) -> list[str]:
     """Relative paths of every DICOM (by suffix or preamble) and video under ``root``, sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in filenames:
-            full = os.path.join(dirpath, name)
-            if Path(name).suffix.lower() in VIDEO_SUFFIXES or is_dicom(full):
-                found.append(os.path.relpath(full, root).replace(os.sep, "/"))
-    return sorted(found)
+    return walk_files(
+        root, lambda path: Path(path).suffix.lower() in VIDEO_SUFFIXES or is_dicom(path)
+    )
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..paths import walk_files
 from . import BadRow, SourceBatch, check_vector, stack
 
 _MAGIC = b"\x93NUMPY"
@@ -16,14 +17,7 @@ _MAGIC = b"\x93NUMPY"
 
 def list_npy_files(root: Path) -> list[str]:
     """Relative POSIX paths of every ``.npy`` file under ``root``, sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel = os.path.relpath(dirpath, root)
-        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        found.extend(prefix + name for name in filenames if name.endswith(".npy"))
-    found.sort()
-    return found
+    return walk_files(root, lambda path: path.endswith(".npy"))
 
 
 class NpyReader:
