@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import embstore
-from embstore.store import StoreWriter
+from embstore.writer import StoreWriter
 
 HERE = Path(__file__).resolve().parent
 

@@ -14,7 +14,8 @@ from .export import ExportReport, export
 from .info import ValidationReport, info, validate
 from .ingest import IngestReport, ingest
 from .normalize import NormalizeReport, normalize, normalize_store
-from .store import StoreWriter, create_store, open_store, repair
+from .store import create_store, open_store, repair
+from .writer import StoreWriter
 
 open = open_store  # noqa: A001 - ``embstore.open(path)`` is the documented entry point
 

@@ -18,7 +18,8 @@ from .labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, Layout, get_layout
 from .sources import BadRow, Source, SourceBatch, open_source
 from .sources.csv_labels import LabelsTable, read_labels_csv
 from .sources.pt import PtDictSource
-from .store import AppendResult, StoreWriter, is_store
+from .store import is_store
+from .writer import AppendResult, StoreWriter
 
 log = logging.getLogger(__name__)
 

@@ -33,13 +33,13 @@ from .store import (
     MATRIX_COMPRESSORS,
     ROOT_ATTR,
     SAMPLE,
-    _commit,
-    _validated_state,
+    commit_root,
     now,
     open_store,
     repair,
     staging_dir,
     trash_dir,
+    validated_state,
     write_lock,
 )
 
@@ -212,7 +212,7 @@ def normalize_store(
     _check_name(name, variable)
     with write_lock(path):
         repair(path)
-        state = _validated_state(path)
+        state = validated_state(path)
         if name in state.arrays and not overwrite:
             raise StoreError(
                 f"{path}: variable {name!r} exists (pass overwrite=True / --overwrite)"
@@ -296,7 +296,7 @@ def _write_staged(ds: xr.Dataset, path: Path, stage: Path, name: str, variable: 
 
 def _swap_in(path: Path, stage: Path, name: str) -> None:
     """Move the staged arrays into the store and commit; an old variable goes to the trash."""
-    state = _validated_state(path)
+    state = validated_state(path)
     names = [f"{name}_mean", f"{name}_std", name]  # the main variable last: it marks completion
     old = [n for n in names if (path / n).exists()]
     if old:
@@ -304,8 +304,8 @@ def _swap_in(path: Path, stage: Path, name: str) -> None:
         trash.mkdir(parents=True)
         for n in reversed(old):
             os.rename(path / n, trash / n)
-        _commit(path, state.attrs)
+        commit_root(path, state.attrs)
     for n in names:
         os.rename(stage / n, path / n)
-    _commit(path, state.attrs)
+    commit_root(path, state.attrs)
     shutil.rmtree(trash_dir(path), ignore_errors=True)

@@ -13,7 +13,8 @@ import pytest
 
 import embstore
 from embstore.samples import make_npy_tree
-from embstore.store import StoreWriter, uncommitted_changes
+from embstore.store import uncommitted_changes
+from embstore.writer import StoreWriter
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,8 @@ from dask.callbacks import Callback
 
 import embstore
 from embstore.errors import EmbstoreError
-from embstore.store import StoreWriter, uncommitted_changes
+from embstore.store import uncommitted_changes
+from embstore.writer import StoreWriter
 
 EXCLUDED = "00270001"
 

@@ -8,17 +8,17 @@ import xarray as xr
 import zarr
 
 import embstore
-from embstore import store as store_mod
+from embstore import writer as writer_mod
 from embstore.errors import DuplicatePathError, SchemaError, StoreError
 from embstore.schema import load_schema
 from embstore.store import (
     COORD_CHUNK,
-    StoreWriter,
     choose_row_chunk,
     read_state,
     repair,
     uncommitted_changes,
 )
+from embstore.writer import StoreWriter
 
 
 def _rows(n, dim=4, start=0):
@@ -128,7 +128,7 @@ def _crash_after_writing_rows(path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     def die(*args, **kwargs):
         raise SystemExit("killed")
 
-    monkeypatch.setattr(store_mod, "_commit", die)
+    monkeypatch.setattr(writer_mod, "commit_root", die)
     with pytest.raises(SystemExit):
         StoreWriter(path).append(*_rows(5, start=100), {"study": ["x"] * 5})
     monkeypatch.undo()
