@@ -19,8 +19,17 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 import embstore
 from embstore.errors import EmbstoreError
@@ -83,8 +92,21 @@ def _command(func: F) -> F:
     return func
 
 
+class _Rate(ProgressColumn):
+    """Items per second (rows/s, files/s, clips/s...)."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:,.1f} {self.unit}/s", style="progress.data.speed")
+
+
 @contextlib.contextmanager
-def _progress(quiet: bool, what: str) -> Iterator[Callable[[int, int], None] | None]:
+def _progress(
+    quiet: bool, what: str, unit: str = "rows"
+) -> Iterator[Callable[[int, int], None] | None]:
     if quiet:
         yield None
         return
@@ -92,6 +114,7 @@ def _progress(quiet: bool, what: str) -> Iterator[Callable[[int, int], None] | N
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        _Rate(unit),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=err, transient=True) as bar:
@@ -173,7 +196,7 @@ def normalize_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Feature-wise normalization with subjects excluded from the statistics only."""
-    with _progress(quiet, "normalize") as progress:
+    with _progress(quiet, "normalize", "tasks") as progress:
         report = embstore.normalize_store(
             store,
             exclude_subjects=exclude_subject or [],
@@ -345,7 +368,7 @@ def convert_dicom(
     """Convert multi-frame DICOMs to H.264 MP4; stills are skipped, bad files reported."""
     from embstore.dicom import convert_dicom as run
 
-    with _progress(quiet, "convert") as progress:
+    with _progress(quiet, "convert", "files") as progress:
         report = run(
             input_dir, output, target_size=target_size, fps=fps, limit=limit, progress=progress
         )
@@ -408,7 +431,7 @@ def extract(
     from embstore.extract import parse_shard
 
     hf_logging.disable_progress_bar()
-    with _progress(quiet, "extract") as progress:
+    with _progress(quiet, "extract", "clips") as progress:
         report = run(
             input_dir,
             store=store,

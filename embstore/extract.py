@@ -282,8 +282,8 @@ def extract(
             if len(pending["paths"]) >= commit_every:
                 commit()
             done += len(batch["paths"]) + len(batch["stills"]) + len(batch["bad"])
-            if progress:
-                progress(done, len(todo))
+            if progress:  # in clips, so a progress bar's rate reads clips/s
+                progress(done * spec.clips, len(todo) * spec.clips)
         commit()
     except BaseException as exc:
         writer.finish_run("failed", error=str(exc) or type(exc).__name__)

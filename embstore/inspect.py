@@ -31,6 +31,16 @@ EXAMPLES = 10
 _FINGERPRINT_SEED = 20261122
 
 
+def __getattr__(name: str) -> Any:
+    """``embstore.inspect.plot_*``: the figures live in :mod:`embstore.plots` (matplotlib is
+    imported only when a picture is asked for)."""
+    if name.startswith("plot_"):
+        from . import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 @dataclass
 class Scan:
     """Everything one pass over a variable computes (numpy, in memory; O(rows + features))."""

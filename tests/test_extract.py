@@ -29,26 +29,26 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture
 def echo_tree(tmp_path):
-    """MIMIC-style tree: synthetic cines, a still, a video, and a broken file."""
+    """MIMIC-style tree: synthetic cines of every colour model, two real ultrasound DICOMs
+    nobody here wrote (pydicom-data's 120-frame JPEG Baseline YBR_FULL_422 cine, pydicom's
+    YBR example), a still, a video with odd sizes, and a broken file."""
     root = tmp_path / "files" / "p10"
     for s, photometric in enumerate(["RGB", "YBR_FULL", "MONOCHROME2", "PALETTE COLOR"]):
         folder = root / f"p1000000{s}" / f"s9000000{s}"
         folder.mkdir(parents=True)
+        name = f"9000000{s}_0001.dcm"
         make_dicom(
-            folder / f"9000000{s}_0001.dcm",
-            photometric=photometric,
-            frames=3 + s,
-            patient_name=SECRET,
-            seed=s,
+            folder / name, photometric=photometric, frames=3 + s, patient_name=SECRET, seed=s
         )
+    real = root / "p10000008" / "s90000008"
+    real.mkdir(parents=True)
+    shutil.copy(get_testdata_file("color3d_jpeg_baseline.dcm"), real / "90000008_0001.dcm")
+    shutil.copy(get_testdata_file("examples_ybr_color.dcm"), real / "90000008_0002")  # no suffix
     folder = root / "p10000009" / "s90000009"
     folder.mkdir(parents=True)
     shutil.copy(get_testdata_file("CT_small.dcm"), folder / "90000009_0001.dcm")
-    write_mp4(
-        np.random.default_rng(0).integers(0, 255, (9, 37, 51, 3), dtype=np.uint8),
-        folder / "90000009_0002.mp4",
-        fps=30,
-    )
+    video = np.random.default_rng(0).integers(0, 255, (9, 37, 51, 3), dtype=np.uint8)
+    write_mp4(video, folder / "90000009_0002.mp4", fps=30)
     (folder / "90000009_0003.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"truncated")
     return tmp_path / "files"
 
@@ -82,7 +82,7 @@ def direct(model, frames, spec):
 def test_both_checkpoint_formats_give_the_embeddings_of_a_direct_forward(echo_tree, tmp_path, tiny):
     a = run(echo_tree, tmp_path / "a.zarr", tiny)
     run(echo_tree, tmp_path / "b.zarr", {**tiny, "original": tiny["hf"]}, model=None)
-    assert (a.added, len(a.stills), len(a.bad)) == (5, 1, 1)
+    assert (a.added, len(a.stills), len(a.bad)) == (7, 1, 1)
     da, db = embstore.open(tmp_path / "a.zarr"), embstore.open(tmp_path / "b.zarr")
     assert da.path.values.tolist() == db.path.values.tolist()
     np.testing.assert_allclose(da.embedding.values, db.embedding.values, rtol=1e-5, atol=1e-6)
@@ -150,9 +150,9 @@ def test_no_header_bytes_reach_the_store_unless_allow_listed(echo_tree, tmp_path
 def test_resume_after_a_partial_run_adds_only_the_rest(echo_tree, tmp_path, tiny):
     first = run(echo_tree, tmp_path / "s.zarr", tiny, limit=2)
     second = run(echo_tree, tmp_path / "s.zarr", tiny)
-    assert (first.added, second.added, second.already_stored) == (2, 3, 2)
+    assert (first.added, second.added, second.already_stored) == (2, 5, 2)
     paths = embstore.open(tmp_path / "s.zarr").path.values.tolist()
-    assert len(paths) == len(set(paths)) == 5
+    assert len(paths) == len(set(paths)) == 7
 
 
 def test_shard_split_is_deterministic_and_complete(echo_tree):
@@ -207,13 +207,11 @@ def test_three_concurrent_shards_store_every_path_exactly_once(echo_tree, tmp_pa
     codes = [p.wait(180) for p in procs]
     assert codes == [0, 0, 0]
     paths = embstore.open(store).path.values.tolist()
-    assert (
-        len(paths) == len(set(paths)) == 11
-    )  # 10 cines + 1 video; the still and the broken file skipped
+    assert len(paths) == len(set(paths)) == 13  # 12 cines, 1 video; no still, no broken file
     rerun = subprocess.run(
         _cli_args(echo_tree, store, tiny), capture_output=True, text=True, timeout=180
     )
-    assert rerun.returncode == 0 and embstore.open(store).sizes["sample"] == 11
+    assert rerun.returncode == 0 and embstore.open(store).sizes["sample"] == 13
 
 
 @pytest.mark.slow
@@ -234,7 +232,7 @@ def test_kill_minus_9_mid_extraction_then_rerun_completes(echo_tree, tmp_path, t
         time.sleep(0.01)
     proc.wait()
     partial = embstore.open(store).sizes["sample"]
-    assert 3 <= partial < 15
+    assert 3 <= partial < 17
     subprocess.run(_cli_args(echo_tree, store, tiny), check=True, timeout=180)
     paths = embstore.open(store).path.values.tolist()
-    assert len(paths) == len(set(paths)) == 15 and embstore.validate(store).ok
+    assert len(paths) == len(set(paths)) == 17 and embstore.validate(store).ok

@@ -127,6 +127,7 @@ def test_plots_return_figures(store):
         plots.plot_norms(stats),
     ]
     assert all(isinstance(f, Figure) for f in figures)
+    assert embstore.inspect.plot_norms is plots.plot_norms  # the documented spelling works
     assert np.array_equal(insp.sample_rows(ds, 20, seed=3), insp.sample_rows(ds, 20, seed=3))
 
 
