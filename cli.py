@@ -402,7 +402,9 @@ def extract(
     clips: Annotated[int, typer.Option(min=1, help="Clips per video, averaged.")] = 1,
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per batch.")] = 8,
     num_workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 4,
-    device: Annotated[str, typer.Option(help="cuda or cpu.")] = "cuda",
+    device: Annotated[
+        str | None, typer.Option(help="cuda or cpu (default: cuda when available).")
+    ] = None,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Embed at most this many inputs.")
     ] = None,

@@ -79,6 +79,17 @@ def list_inputs(root: Path) -> list[str]:
     )
 
 
+def pick_device(device: str | None) -> str:
+    """`None` -> `cuda` when available, else `cpu`; asking for CUDA without one is an error."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EmbstoreError(f"--device {device}: no CUDA device here (use --device cpu)")
+    return device
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``."""
     try:
@@ -178,7 +189,7 @@ def extract(
     clips: int = 1,
     batch_size: int = 8,
     num_workers: int = 4,
-    device: str = "cpu",
+    device: str | None = None,
     limit: int | None = None,
     shard: tuple[int, int] | None = None,
     layout: str | None = None,
@@ -200,6 +211,7 @@ def extract(
     root = Path(input)
     if not root.is_dir():
         raise BadInputError(str(root), "not a folder")
+    device = pick_device(device)
     resolved = get_layout(layout)
     keywords = check_keywords(dicom_tags)
     if family not in REGISTRY:
