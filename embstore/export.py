@@ -85,9 +85,9 @@ def export(
     out = Path(out)
     if out.exists() and not overwrite:
         raise EmbstoreError(f"{out}: exists (pass overwrite=True / --overwrite)")
-    rows = covered_rows(ds, variable)
-    if rows < ds.sizes[SAMPLE]:
-        log.warning("%s covers %d of %d rows; exporting those", variable, rows, ds.sizes[SAMPLE])
+    rows, total = covered_rows(ds, variable), int(ds.sizes[SAMPLE])
+    if rows < total:
+        log.warning("%s covers %d of %d rows; exporting those", variable, rows, total)
     ds = ds.isel({SAMPLE: slice(0, rows)})
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.partial")
     try:
@@ -99,7 +99,6 @@ def export(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    total = int(open_store(store).sizes[SAMPLE])
     return ExportReport(str(out), format, variable, rows, total - rows)
 
 

@@ -213,10 +213,7 @@ def normalize_store(
     with write_lock(path):
         repair(path)
         state = validated_state(path)
-        if name in state.arrays and not overwrite:
-            raise StoreError(
-                f"{path}: variable {name!r} exists (pass overwrite=True / --overwrite)"
-            )
+        _check_replaceable(path, state, name, overwrite)
         ds = normalize(
             open_store(path),
             exclude_subjects=exclude_subjects,
@@ -243,6 +240,26 @@ def normalize_store(
             exclude_subjects=list(exclude_subjects),
             constant_features=constant,
         )
+
+
+def _check_replaceable(path: Path, state: Any, name: str, overwrite: bool) -> None:
+    """Only an earlier normalize's own arrays may be replaced, and only with ``overwrite``."""
+    expected = {name: (SAMPLE, FEATURE), f"{name}_mean": (FEATURE,), f"{name}_std": (FEATURE,)}
+    for array, dims in expected.items():
+        meta = state.arrays.get(array)
+        if meta is None:
+            continue
+        derived = tuple(meta.get("dimension_names") or ()) == dims and (
+            array != name or "source" in meta.get("attributes", {}).get(ROOT_ATTR, {})
+        )
+        if not derived:
+            raise StoreError(
+                f"{path}: {array!r} is not a normalized variable; choose another --name"
+            )
+        if not overwrite:
+            raise StoreError(
+                f"{path}: variable {array!r} exists (pass overwrite=True / --overwrite)"
+            )
 
 
 def _check_name(name: str, variable: str) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 
 from . import __version__
-from .errors import DuplicatePathError, StoreError
+from .errors import BadInputError, DuplicatePathError, StoreError
 from .labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, check_label_name
 from .store import (
     ROOT_ATTR,
@@ -196,6 +196,13 @@ class StoreWriter:
         vectors, labels = self._check_batch(paths, vectors, labels or {})
         with write_lock(self.path):
             state = self._refresh()
+            clash = [
+                n for n in labels if n in state.arrays and dims_of(state.arrays[n]) != (SAMPLE,)
+            ]
+            if clash:
+                raise BadInputError(
+                    "labels", f"{clash[0]!r} is a variable of {self.path}, not a label"
+                )
             keep, duplicates = self._new_rows(paths)
             if duplicates and self.on_duplicate == "error":
                 shown = ", ".join(duplicates[:5])

@@ -151,6 +151,15 @@ def test_after_appending_rows_the_variable_is_stale_not_mismatched(store, npy_tr
     assert (report.rows, report.rows_not_covered) == (48, 1)
 
 
+@pytest.mark.parametrize(
+    "name", ["subject", "age_mo", "category"], ids=["subject", "age", "category"]
+)
+def test_a_label_is_never_replaced_by_a_normalized_variable(store, name):
+    with pytest.raises(EmbstoreError, match="not a normalized variable"):
+        embstore.normalize_store(store, name=name, overwrite=True)
+    assert embstore.open(store)[name].sizes["sample"] == 48
+
+
 def test_existing_variable_needs_overwrite_and_a_failed_write_leaves_none(store, monkeypatch):
     embstore.normalize_store(store, exclude_subjects=[EXCLUDED])
     with pytest.raises(EmbstoreError, match="exists"):

@@ -87,6 +87,14 @@ def test_a_new_label_column_is_missing_for_older_rows(tmp_path):
     assert "study" in xr.open_zarr(tmp_path / "s.zarr").coords
 
 
+def test_a_label_cannot_take_the_name_of_a_variable(store):
+    embstore.normalize_store(store)
+    writer = StoreWriter(store)
+    with pytest.raises(embstore.BadInputError, match="'normalized' is a variable"):
+        writer.append(["new"], np.ones((1, 16)), {"normalized": ["x"]})
+    assert embstore.validate(store).ok and embstore.open(store).sizes["sample"] == 48
+
+
 def test_feature_size_mismatch_is_refused(tmp_path):
     StoreWriter(tmp_path / "s.zarr", feature_size=4)
     with pytest.raises(StoreError, match="4-d vectors, got 8-d"):
