@@ -156,6 +156,10 @@ def ingest_cmd(
         str | None, typer.Option(help="Embedding model name, recorded when creating.")
     ] = None,
     batch_rows: Annotated[int, typer.Option(min=1, help="Rows per commit.")] = DEFAULT_BATCH_ROWS,
+    jobs: Annotated[
+        int,
+        typer.Option(min=1, help="Processes loading .pt files at once (many files, many cores)."),
+    ] = 1,
     quiet: Quiet = False,
 ) -> None:
     """Append embeddings to a store (created if missing), exactly once and crash-safe."""
@@ -171,6 +175,7 @@ def ingest_cmd(
             on_duplicate=on_duplicate.value,
             model=model,
             batch_rows=batch_rows,
+            jobs=jobs,
             progress=progress,
         )
     _say(quiet, f"{store}: {report.summary()}")

@@ -20,6 +20,9 @@ class BadInputError(EmbstoreError):
         self.problem = problem
         super().__init__(f"{source}: {problem}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # survives a trip between processes
+        return (type(self), (self.source, self.problem))
+
 
 class StoreError(EmbstoreError):
     """The store is missing, is not an embstore store, or its state forbids the operation."""

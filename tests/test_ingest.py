@@ -60,7 +60,10 @@ def test_pt_dicts_several_files_mimic_layout(tmp_path):
     assert report.rows_added == len(a) + len(b)
     ds = embstore.open(tmp_path / "s.zarr")
     expected = {**a, **b}
-    assert ds.path.values.tolist() == sorted(a) + sorted(b)
+    stored = ds.path.values.tolist()
+    assert sorted(stored) == sorted([*a, *b])
+    for part in (a, b):  # files load in parallel; each file's rows stay in sorted order
+        assert [p for p in stored if p in part] == sorted(part)
     np.testing.assert_array_equal(
         ds.embedding.values, np.stack([expected[p] for p in ds.path.values])
     )
@@ -88,6 +91,18 @@ def test_a_pt_file_that_needs_code_to_load_is_refused(tmp_path):
     with pytest.raises(BadInputError, match=r"evil\.pt: refused"):
         embstore.ingest([file], store=tmp_path / "s.zarr")
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_pt_files_load_in_parallel_and_a_bad_one_fails_alone(tmp_path, pt_file):
+    file, data = pt_file
+    torch.save({"a/b.mp4": torch.ones(3, dtype=torch.int64)}, tmp_path / "ints.pt")
+    with pytest.raises(
+        BadInputError, match=r"ints\.pt\['a/b\.mp4'\]: dtype torch.int64 is not a floating"
+    ):
+        embstore.ingest([file, tmp_path / "ints.pt"], store=tmp_path / "s.zarr", jobs=2)
+    assert embstore.open(tmp_path / "s.zarr").sizes["sample"] == len(data)  # the good file landed
+    sequential = embstore.ingest([file], store=tmp_path / "one.zarr", jobs=1)
+    assert sequential.rows_added == len(data)
 
 
 def test_labels_csv_joins_mimic_record_list(tmp_path, pt_file):
