@@ -180,38 +180,34 @@ def health(
     )
     repeats = np.concatenate([g[1:] for g in groups]) if groups else np.array([], dtype=int)
 
-    def row_check(name: str, rows: np.ndarray, what: str) -> dict[str, Any]:
-        rows = np.sort(rows)
-        examples = [f"{sc.paths[i]} (row {i})" for i in rows[:EXAMPLES]]
+    def check(name: str, found: np.ndarray, what: str, label: Any) -> dict[str, Any]:
+        found = np.sort(found)
         return {
             "check": name,
-            "passed": len(rows) == 0,
-            "count": len(rows),
+            "passed": len(found) == 0,
+            "count": len(found),
             "what": what,
-            "indices": rows.tolist(),
-            "examples": examples,
+            "indices": found.tolist(),
+            "examples": [label(i) for i in found[:EXAMPLES]],
         }
 
-    def dim_check(name: str, dims: np.ndarray, what: str) -> dict[str, Any]:
-        return {
-            "check": name,
-            "passed": len(dims) == 0,
-            "count": len(dims),
-            "what": what,
-            "indices": dims.tolist(),
-            "examples": [f"feature {d}" for d in dims[:EXAMPLES]],
-        }
+    def row(i: int) -> str:
+        return f"{sc.paths[i]} (row {i})"
+
+    def feature(i: int) -> str:
+        return f"feature {i}"
 
     checks = [
-        row_check("nan_rows", np.flatnonzero(sc.nan_rows), "rows holding NaN"),
-        row_check("inf_rows", np.flatnonzero(sc.inf_rows), "rows holding +-Inf"),
-        row_check("zero_rows", np.flatnonzero(sc.zero_rows), "rows that are all zeros"),
-        row_check("duplicate_rows", repeats, "rows equal to an earlier row"),
-        dim_check("dead_dimensions", dead, "features with (numerically) zero variance"),
-        dim_check(
+        check("nan_rows", np.flatnonzero(sc.nan_rows), "rows holding NaN", row),
+        check("inf_rows", np.flatnonzero(sc.inf_rows), "rows holding +-Inf", row),
+        check("zero_rows", np.flatnonzero(sc.zero_rows), "rows that are all zeros", row),
+        check("duplicate_rows", repeats, "rows equal to an earlier row", row),
+        check("dead_dimensions", dead, "features with (numerically) zero variance", feature),
+        check(
             "extreme_dimensions",
             extreme,
             f"features whose std is >{extreme_factor:g}x off the median std ({median:.3g})",
+            feature,
         ),
     ]
     return pd.DataFrame(checks).set_index("check")
