@@ -6,7 +6,7 @@ Everything here is pure (no I/O) so it can be unit-tested on strings.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import BadInputError
@@ -58,17 +58,10 @@ class Layout:
 
     def parse(self, path: str) -> dict[str, str | int]:
         """Return the labels of ``path``; raise :class:`BadInputError` if it does not match."""
-        match = self.regex.search(path)
-        if match is None:
-            msg = f"path does not match the {self.name!r} layout ({self.pattern})"
-            raise BadInputError(path, msg)
-        labels: dict[str, str | int] = {}
-        for key, value in match.groupdict().items():
-            if key in INTEGER_LABELS:
-                labels[key] = MISSING_AGE if value is None else int(value)
-            else:
-                labels[key] = MISSING_STR if value is None else value
-        return labels
+        columns, failed = self.parse_columns([path])
+        if failed:
+            raise BadInputError(path, failed[0])
+        return {name: values[0] for name, values in columns.items()}
 
     def parse_columns(
         self, paths: Sequence[str]
@@ -149,14 +142,3 @@ def get_layout(layout: str | Layout | None = None, *, pattern: str | None = None
     except KeyError:
         msg = f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}"
         raise BadInputError("--layout", msg) from None
-
-
-def labels_for(layout: Layout | None, paths: Iterable[str]) -> dict[str, list[str | int]]:
-    """Parse every path; return one list per label column, aligned with ``paths``."""
-    if layout is None:
-        return {}
-    columns: dict[str, list[str | int]] = {name: [] for name in layout.label_names}
-    for path in paths:
-        for key, value in layout.parse(path).items():
-            columns[key].append(value)
-    return columns

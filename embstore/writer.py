@@ -116,11 +116,6 @@ class StoreWriter:
         """True if ``path`` was committed (as of this writer's last commit or refresh)."""
         return path in self._paths
 
-    def refresh(self) -> None:
-        """Re-read which paths are committed (other writers may have added some)."""
-        with write_lock(self.path):
-            self._refresh()
-
     def claim(self, key: str, value: dict[str, Any], *, defining: Sequence[str]) -> None:
         """Record ``value`` under root attrs ``embstore.<key>``, or check it matches.
 

@@ -1,7 +1,7 @@
 import pytest
 
 from embstore.errors import BadInputError
-from embstore.labels import BABYVIEW, MIMIC_ECHO, get_layout, labels_for
+from embstore.labels import BABYVIEW, MIMIC_ECHO, get_layout
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,10 @@ def test_unparseable_path_names_the_path(path):
 
 def test_pattern_groups_become_labels_and_age_is_int():
     layout = get_layout(pattern=r"(?P<site>[a-z]+)/(?P<subject>\d+)-(?P<age_mo>\d+)\.npy$")
-    assert labels_for(layout, ["x/a/7-3.npy"]) == {"site": ["a"], "subject": ["7"], "age_mo": [3]}
+    assert layout.parse_columns(["x/a/7-3.npy"]) == (
+        {"site": ["a"], "subject": ["7"], "age_mo": [3]},
+        {},
+    )
 
 
 @pytest.mark.parametrize(
