@@ -48,7 +48,17 @@ err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
-StorePath = Annotated[Path, typer.Option("--store", "-s", help="The store (a .zarr folder).")]
+_STORE_HELP = "The store: a local folder or s3://bucket/prefix."
+StorePath = Annotated[str, typer.Option("--store", "-s", help=_STORE_HELP)]
+StoreArg = Annotated[str, typer.Argument(metavar="STORE", help=_STORE_HELP)]
+Version = Annotated[
+    str | None,
+    typer.Option("--version", help="A version id (or prefix, see `embstore log`) or a tag."),
+]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(help="dask scheduler: threads (default), local:N, or a scheduler address."),
+]
 
 
 class Layout(StrEnum):
@@ -187,7 +197,7 @@ def ingest_cmd(
 
 @_command
 def normalize_cmd(
-    store: Annotated[Path, typer.Argument(help="The store.")],
+    store: StoreArg,
     exclude_subject: Annotated[
         list[str] | None,
         typer.Option("--exclude-subject", "-x", help="Leave out of the statistics (repeatable)."),
@@ -198,9 +208,12 @@ def normalize_cmd(
     overwrite: Annotated[
         bool, typer.Option(help="Replace an existing variable of that name.")
     ] = False,
+    scheduler: Scheduler = None,
     quiet: Quiet = False,
 ) -> None:
-    """Feature-wise normalization with subjects excluded from the statistics only."""
+    """Feature-wise normalization with subjects excluded from the statistics only.
+
+    One new version holds the variable and its statistics."""
     with _progress(quiet, "normalize", "tasks") as progress:
         report = embstore.normalize_store(
             store,
@@ -209,6 +222,7 @@ def normalize_cmd(
             name=name,
             eps=eps,
             overwrite=overwrite,
+            scheduler=scheduler,
             progress=progress,
         )
     _say(quiet, f"{store}: {report.summary()}")
@@ -216,18 +230,20 @@ def normalize_cmd(
 
 @_command
 def info_cmd(
-    store: Annotated[Path, typer.Argument(help="The store.")],
+    store: StoreArg,
+    version: Version = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Rows, feature size, labels, variables (provenance, coverage), flagged rows."""
-    data = embstore.info(store)
+    data = embstore.info(store, version=version)
     if as_json:
         print(json.dumps(data, indent=2))
         return
     out.print(
         f"[bold]{data['store']}[/bold]: {data['rows']} rows x {data['feature_size']} features, "
-        f"model {data['model'] or 'unknown'}, schema v{data['schema_version']}",
+        f"model {data['model'] or 'unknown'}, schema v{data['schema_version']}, "
+        f"version {data['version']}",
         highlight=False,
     )
     table = Table("label", "type", "unique", "missing", "most common")
@@ -253,19 +269,18 @@ def info_cmd(
     for entry in data["provenance"][-5:]:
         extra = {k: entry[k] for k in ("sources", "rows_added", "status") if k in entry}
         out.print(f"  {entry['time']} {entry['action']} {extra}", highlight=False)
-    for line in data["uncommitted"]:
-        out.print(f"[yellow]uncommitted:[/yellow] {line}")
 
 
 @_command
 def export_cmd(
-    store: Annotated[Path, typer.Argument(help="The store.")],
+    store: StoreArg,
     output: Annotated[
         Path, typer.Argument(metavar="OUT", help="Output folder (npy-tree) or file.")
     ],
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")],  # noqa: A002
     variable: Annotated[str, typer.Option(help="Variable to export.")] = "embedding",
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    version: Version = None,
     quiet: Quiet = False,
 ) -> None:
     """Write a variable as a .npy tree (original relative paths), a .pt dict or HDF5."""
@@ -276,6 +291,7 @@ def export_cmd(
             format=format.value,
             variable=variable,
             overwrite=overwrite,
+            version=version,
             progress=progress,
         )
     _say(quiet, report.summary())
@@ -283,12 +299,14 @@ def export_cmd(
 
 @_command
 def validate_cmd(
-    store: Annotated[Path, typer.Argument(help="The store.")],
+    store: StoreArg,
+    version: Version = None,
+    deep: Annotated[bool, typer.Option("--deep", help="Read every chunk of every array.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Check the schema and consistency (lengths, unique paths, committed state)."""
-    report = embstore.validate(store)
+    """Check the schema and consistency (lengths, unique paths); --deep reads every chunk."""
+    report = embstore.validate(store, version=version, deep=deep)
     if as_json:
         print(
             json.dumps(
@@ -313,7 +331,7 @@ def validate_cmd(
 
 @_command
 def inspect_cmd(
-    store: Annotated[Path, typer.Argument(help="The store.")],
+    store: StoreArg,
     variable: Annotated[
         str, typer.Option(help="Variable to inspect (e.g. normalized).")
     ] = "embedding",
@@ -324,13 +342,22 @@ def inspect_cmd(
     color_by: Annotated[
         str, typer.Option(help="Label that colours the PCA and orders the heatmap.")
     ] = "age_mo",
+    version: Version = None,
+    scheduler: Scheduler = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Health checks (NaN/Inf/zero/duplicate rows, dead or extreme dimensions) and statistics
     over every row; pictures and an HTML report with --report."""
     result = embstore.inspect.inspect_store(
-        store, variable=variable, report=report, sample=sample, seed=seed, color_by=color_by
+        store,
+        variable=variable,
+        report=report,
+        sample=sample,
+        seed=seed,
+        color_by=color_by,
+        version=version,
+        scheduler=scheduler,
     )
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
@@ -462,6 +489,84 @@ def extract(
     _say(quiet, f"{store}: {report.summary()}")
     for bad in report.bad:
         _say(quiet, f"  skipped {bad}")
+
+
+@_command
+def log(
+    store: StoreArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Every version of the store, newest first: id, time, message, rows, tags."""
+    versions = embstore.log(store)
+    if as_json:
+        print(json.dumps([v.to_dict() for v in versions], indent=2, default=str))
+        return
+    for v in versions:
+        tags = f" [{', '.join(v.tags)}]" if v.tags else ""
+        rows = "" if v.rows is None else f" ({v.rows} rows)"
+        out.print(
+            f"{v.id}  {v.time:%Y-%m-%d %H:%M:%S}  {v.message}{rows}{tags}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@_command
+def tag(
+    store: StoreArg,
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="The tag (never moves, never collected).")
+    ],
+    version: Version = None,
+    quiet: Quiet = False,
+) -> None:
+    """Name a version (the newest by default)."""
+    snapshot = embstore.tag(store, name, version=version)
+    _say(quiet, f"{store}: tagged {snapshot} as {name!r}")
+
+
+@_command
+def restore(
+    store: StoreArg,
+    version: Annotated[str, typer.Argument(metavar="VERSION", help="A version id or a tag.")],
+    quiet: Quiet = False,
+) -> None:
+    """Undo: commit a new version equal to VERSION (history is kept)."""
+    _say(quiet, embstore.restore(store, version).summary())
+
+
+@_command
+def gc(
+    store: StoreArg,
+    older_than: Annotated[
+        str, typer.Option(help="Forget versions older than this age: 7d, 12h, 30m, 0s.")
+    ],
+    safety_margin: Annotated[
+        str, typer.Option(help="Never delete objects younger than this (running writers).")
+    ] = "1h",
+    quiet: Quiet = False,
+) -> None:
+    """Forget old versions (tags and the newest are kept) and delete unused data."""
+    from embstore.store import parse_age
+
+    try:
+        ages = {"older_than": parse_age(older_than), "safety_margin": parse_age(safety_margin)}
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    _say(quiet, embstore.gc(store, **ages).summary())
+
+
+@_command
+def upgrade(
+    old: Annotated[Path, typer.Argument(metavar="OLD", help="A schema-1 store (.zarr folder).")],
+    new: Annotated[str, typer.Argument(metavar="NEW", help="The new store (must not exist).")],
+    quiet: Quiet = False,
+) -> None:
+    """Convert a schema-1 store into a new store, with every variable and its provenance."""
+    with _progress(quiet, "upgrade") as progress:
+        report = embstore.upgrade(old, new, progress=progress)
+    _say(quiet, report.summary())
 
 
 @_command

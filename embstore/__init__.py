@@ -14,8 +14,19 @@ from .export import ExportReport, export
 from .info import ValidationReport, info, validate
 from .ingest import IngestReport, ingest
 from .normalize import NormalizeReport, normalize, normalize_store
-from .store import create_store, open_store, repair
-from .writer import StoreWriter
+from .store import (
+    GcReport,
+    RestoreReport,
+    StoreWriter,
+    VersionInfo,
+    create_store,
+    gc,
+    log,
+    open_store,
+    restore,
+    tag,
+    upgrade,
+)
 
 open = open_store  # noqa: A001 - ``embstore.open(path)`` is the documented entry point
 
@@ -29,18 +40,25 @@ __all__ = [
     "SchemaError",
     "StoreError",
     "StoreWriter",
+    "tag",
+    "VersionInfo",
+    "GcReport",
+    "RestoreReport",
     "ValidationReport",
     "__version__",
     "create_store",
     "export",
+    "gc",
     "info",
     "inspect",
     "ingest",
     "normalize",
     "normalize_store",
     "open",
+    "log",
     "open_store",
-    "repair",
+    "restore",
     "run_demo",
+    "upgrade",
     "validate",
 ]

@@ -64,6 +64,7 @@ def export(
     format: str,  # noqa: A002 - mirrors the CLI's --format
     variable: str = "embedding",
     overwrite: bool = False,
+    version: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ExportReport:
     """Write ``variable`` of ``store`` to ``out``.
@@ -76,7 +77,7 @@ def export(
     """
     if format not in FORMATS:
         raise EmbstoreError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
-    ds = open_store(store)
+    ds = open_store(store, version=version)
     if variable not in ds.data_vars or ds[variable].dims != (SAMPLE, "feature"):
         choices = [str(n) for n, v in ds.data_vars.items() if v.dims == (SAMPLE, "feature")]
         raise EmbstoreError(

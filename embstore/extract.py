@@ -27,8 +27,8 @@ from .extractors import REGISTRY
 from .labels import get_layout
 from .paths import walk_files
 from .sources import BadRow
+from .store import StoreWriter
 from .video import VIDEO_SUFFIXES, ClipSpec, clip_indices, normalize_clips, read_video
-from .writer import StoreWriter
 
 log = logging.getLogger(__name__)
 

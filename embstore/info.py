@@ -2,40 +2,35 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
 from .export import covered_rows
-from .schema import describe_metadata, schema_errors
-from .store import (
-    FEATURE,
-    ROOT_ATTR,
-    SAMPLE,
-    disk_arrays,
-    open_store,
-    read_state,
-    uncommitted_changes,
-)
+from .store import FEATURE, ROOT_ATTR, SAMPLE, open_store, readonly_group
+from .store.repo import read_state, short
+from .store.schema import describe_metadata, schema_errors
 
 #: How many example values / paths a listing shows.
 SHOWN = 10
 
 
-def info(store: str | os.PathLike[str]) -> dict[str, Any]:
-    """Describe a store: size, labels and their cardinalities, variables with provenance and
-    coverage, flagged (non-finite) rows, and the provenance log. Reads labels, not vectors.
+def info(store: str | os.PathLike[str], *, version: str | None = None) -> dict[str, Any]:
+    """Describe a store (its newest version, or ``version``): size, labels and their
+    cardinalities, variables with provenance and coverage, flagged (non-finite) rows, and the
+    provenance log. Reads labels, not vectors.
 
     Examples
     --------
     >>> embstore.info("bv.zarr")["rows"]  # doctest: +SKIP
     34550
     """
-    ds = open_store(store)
+    ds = open_store(store, version=version)
     meta = ds.attrs[ROOT_ATTR]
     rows = int(ds.sizes[SAMPLE])
     labels = {}
@@ -72,6 +67,7 @@ def info(store: str | os.PathLike[str]) -> dict[str, Any]:
         variables[str(name)] = entry
     return {
         "store": str(store),
+        "version": ds.encoding.get("embstore_version_id"),
         "schema_version": meta["schema_version"],
         "rows": rows,
         "feature_size": int(ds.sizes.get(FEATURE, meta["feature_size"])),
@@ -81,7 +77,6 @@ def info(store: str | os.PathLike[str]) -> dict[str, Any]:
         "variables": variables,
         "flagged": {"nonfinite": int(nonfinite.sum()), "paths": paths[nonfinite][:SHOWN].tolist()},
         "provenance": meta.get("provenance", []),
-        "uncommitted": uncommitted_changes(store),
     }
 
 
@@ -91,46 +86,43 @@ def _plain(value: Any) -> Any:
 
 @dataclass
 class ValidationReport:
-    """Problems (``errors``) and harmless leftovers (``warnings``) found in a store."""
+    """Problems (``errors``) and remarks (``warnings``) found in a store version."""
 
     store: str
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    chunks_read: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
 
-def validate(store: str | os.PathLike[str]) -> ValidationReport:
-    """Check a store against its schema and for consistency.
+def validate(
+    store: str | os.PathLike[str], *, version: str | None = None, deep: bool = False
+) -> ValidationReport:
+    """Check a store version against its schema and for consistency.
 
-    Errors: schema violations, arrays whose committed length differs from the committed row
-    count or whose feature size differs, duplicate paths, ages below -1. Warnings: leftovers of
-    an interrupted write (readers never see them; the next write removes them).
+    Errors: schema violations, arrays whose length differs from the row count or whose feature
+    size differs, duplicate or empty paths, ages below -1. With ``deep`` every chunk of every
+    array is read, so a missing or garbled chunk object is found (one error per array).
+    A repository that cannot be opened at all raises a one-line :class:`StoreError`.
     """
-    path = Path(store)
-    report = ValidationReport(str(path))
-    state = read_state(path)
+    report = ValidationReport(str(store))
+    location, _, group = readonly_group(store, version)
+    state = read_state(group, location=location)
     report.errors += schema_errors(describe_metadata(state.attrs, state.arrays))
-    report.warnings += [
-        f"{w} (an interrupted write; readers do not see it and the next write repairs it)"
-        for w in uncommitted_changes(path)
-    ]
-    on_disk = disk_arrays(path)
     for name, meta in state.arrays.items():
         dims, shape = tuple(meta.get("dimension_names") or ()), meta["shape"]
-        if name not in on_disk:
-            report.errors.append(f"{name}: committed but missing on disk")
         if dims[:1] == (SAMPLE,) and shape[0] != state.rows:
-            report.errors.append(f"{name}: {shape[0]} committed rows, the store has {state.rows}")
+            report.errors.append(f"{name}: {shape[0]} rows, the store has {state.rows}")
         if FEATURE in dims and shape[dims.index(FEATURE)] != state.feature_size:
             report.errors.append(
                 f"{name}: feature size {shape[dims.index(FEATURE)]}, store has {state.feature_size}"
             )
     if report.errors:
         return report
-    ds = open_store(path)
+    ds = open_store(store, version=version)
     paths = np.asarray(ds["path"].values, dtype=object)
     unique, counts = np.unique(paths, return_counts=True)
     if len(unique) != len(paths):
@@ -142,4 +134,25 @@ def validate(store: str | os.PathLike[str]) -> ValidationReport:
         report.errors.append(f"{int((paths == '').sum())} row(s) with an empty path")
     if "age_mo" in ds.coords and (np.asarray(ds["age_mo"].values) < -1).any():
         report.errors.append("age_mo holds values below -1 (-1 is the only missing marker)")
+    if deep:
+        for name, array in group.arrays():
+            report.chunks_read += _read_every_chunk(name, array, report)
     return report
+
+
+def _read_every_chunk(name: str, array: zarr.Array, report: ValidationReport) -> int:
+    """Read every chunk of one array; record an error naming the first one that fails."""
+    grid = [range(-(-size // chunk)) for size, chunk in zip(array.shape, array.chunks, strict=True)]
+    read = 0
+    for coord in itertools.product(*grid):
+        region = tuple(
+            slice(i * c, min((i + 1) * c, s))
+            for i, c, s in zip(coord, array.chunks, array.shape, strict=True)
+        )
+        try:
+            array[region]
+        except Exception as exc:  # noqa: BLE001 - any failure to read is the finding itself
+            report.errors.append(f"{name}: chunk {coord} cannot be read ({short(exc)})")
+            return read
+        read += 1
+    return read

@@ -21,8 +21,7 @@ from .labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, Layout, get_layout
 from .sources import BadRow, Source, SourceBatch, open_source
 from .sources.csv_labels import LabelsTable, read_labels_csv
 from .sources.pt import PtDictSource
-from .store import is_store, read_state
-from .writer import AppendResult, StoreWriter
+from .store import AppendResult, StoreWriter, is_store
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +244,7 @@ def _ingest_pt_files_in_parallel(
                 progress(report.rows_added + report.already_stored + len(report.bad), total)
     if errors:
         raise errors[0]
-    report.rows = read_state(options["store"]).rows
+    report.rows = StoreWriter(options["store"]).rows
     return report
 
 

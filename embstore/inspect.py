@@ -20,7 +20,7 @@ import xarray as xr
 
 from .errors import EmbstoreError
 from .normalize import constant_features
-from .store import FEATURE, ROOT_ATTR, SAMPLE
+from .store.layout import FEATURE, ROOT_ATTR, SAMPLE
 
 #: A feature is of "extreme scale" when its std is this many times above or below the median
 #: feature std.
@@ -362,17 +362,22 @@ def inspect_store(
     seed: int = 0,
     color_by: str = "age_mo",
     extreme_factor: float = EXTREME_FACTOR,
+    version: str | None = None,
+    scheduler: str | None = None,
 ) -> InspectResult:
     """Health checks and statistics over every row of ``variable`` (one lazy pass), and with
     ``report`` a folder of PNGs plus a self-contained ``report.html``.
 
     Pictures use a deterministic sample of at most ``sample`` rows (``seed``); the checks and
-    statistics always cover every row.
+    statistics always cover every row. ``version`` inspects an older version; ``scheduler``
+    runs the pass on a dask cluster (``"local:4"`` or an address), with the same numbers.
     """
+    from .scheduler import dask_scheduler
     from .store import open_store
 
-    ds = open_store(store)
-    sc = scan(ds, variable=variable)
+    ds = open_store(store, version=version)
+    with dask_scheduler(scheduler):
+        sc = scan(ds, variable=variable)
     checks = health(sc, source=ds, extreme_factor=extreme_factor)
     stats = summary(sc, source=ds)
     result = InspectResult(str(store), variable, checks, stats)

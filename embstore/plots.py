@@ -14,7 +14,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from .inspect import PCA, Summary
-from .store import SAMPLE
+from .store.layout import SAMPLE
 
 _MAX_CATEGORIES = 20
 

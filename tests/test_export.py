@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import embstore
 from embstore.errors import EmbstoreError
-from embstore.writer import StoreWriter
+from embstore.store import StoreWriter
 
 
 def test_normalized_npy_tree_replaces_the_notebook_output_file_for_file(store, npy_tree, tmp_path):

@@ -13,7 +13,7 @@ import embstore
 from cli import app
 from embstore import inspect as insp
 from embstore import plots
-from embstore.writer import StoreWriter
+from embstore.store import StoreWriter
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -8,8 +8,7 @@ from dask.callbacks import Callback
 
 import embstore
 from embstore.errors import EmbstoreError
-from embstore.store import uncommitted_changes
-from embstore.writer import StoreWriter
+from embstore.store import StoreWriter
 
 EXCLUDED = "00270001"
 
@@ -171,7 +170,13 @@ def test_existing_variable_needs_overwrite_and_a_failed_write_leaves_none(store,
     monkeypatch.setattr(importlib.import_module("embstore.normalize").da, "store", boom)
     with pytest.raises(RuntimeError):
         embstore.normalize_store(store, name="other")
-    assert "other" not in embstore.open(store) and not uncommitted_changes(store)
+    assert "other" not in embstore.open(store)
+    versions = len(embstore.log(store))
     monkeypatch.undo()
     embstore.normalize_store(store, overwrite=True)  # replaces: no subject excluded now
     assert embstore.open(store).normalized.attrs["embstore"]["rows_used"] == 48
+    # one version for the overwrite, and the replaced variable is still in the history
+    history = embstore.log(store)
+    assert len(history) == versions + 1
+    old = embstore.open(store, version=history[1].id)
+    assert old.normalized.attrs["embstore"]["exclude_subjects"] == [EXCLUDED]

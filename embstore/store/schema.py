@@ -1,4 +1,4 @@
-"""The store's versioned schema (``schemas/store-v1.schema.json``) and its validation.
+"""The store's versioned schema (``schemas/store-v2.schema.json``) and its validation.
 
 The schema file ships inside the package (``embstore/schemas`` is the repository's
 ``schemas/`` folder). It validates a *description* of a store, built from metadata alone: the
@@ -14,9 +14,9 @@ from typing import Any
 
 import jsonschema
 
-from .errors import SchemaError
+from ..errors import SchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_FILE = f"store-v{SCHEMA_VERSION}.schema.json"
 
 
@@ -52,6 +52,8 @@ def schema_errors(description: dict[str, Any]) -> list[str]:
     version = description.get("attributes", {}).get("embstore", {}).get("schema_version")
     if isinstance(version, int) and version > SCHEMA_VERSION:
         return [f"store schema version {version} is newer than this embstore ({SCHEMA_VERSION})"]
+    if isinstance(version, int) and version < SCHEMA_VERSION:
+        return [f"store schema version {version} is older than {SCHEMA_VERSION}: run upgrade"]
     validator = jsonschema.Draft202012Validator(load_schema())
     messages = []
     for error in sorted(validator.iter_errors(description), key=lambda e: list(e.path)):

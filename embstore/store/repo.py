@@ -1,0 +1,192 @@
+"""Opening a store's Icechunk repository, reading a version's state, and naming damage.
+
+A store is an Icechunk repository whose ``main`` branch holds one Zarr v3 group: the
+``embedding`` matrix, ``path`` and label arrays, ``nonfinite`` and derived variables, with
+embstore's own metadata in the root attribute ``embstore``. Every problem reading it becomes a
+one-line :class:`~embstore.errors.StoreError` naming the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import icechunk
+import zarr
+
+from ..errors import StoreError
+from .layout import BRANCH, ROOT_ATTR, SAMPLE, dims_of
+from .location import Location, StoreLike, parse_location
+from .schema import describe_metadata, validate_description
+
+#: Icechunk errors name internal object paths and can run to many lines: keep the first.
+_MESSAGE_LIMIT = 300
+
+
+@cache
+def _quiet_icechunk_logs() -> None:
+    # Icechunk warns that local storage is unsafe for concurrent commits; embstore serializes
+    # commits on local storage with a lock (transaction.py), so the warning is noise here.
+    if "ICECHUNK_LOG" not in os.environ:
+        icechunk.set_logs_filter("error")
+
+
+def short(exc: BaseException) -> str:
+    """The first line of an exception's message, bounded (for one-line errors)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
+
+
+@contextlib.contextmanager
+def unreadable_as_store_error(
+    location: Location | str, what: str = "cannot read"
+) -> Iterator[None]:
+    """Turn Icechunk's errors (damaged objects, missing refs...) into one-line StoreErrors."""
+    try:
+        yield
+    except icechunk.IcechunkError as exc:
+        raise StoreError(f"{location}: {what} the repository ({short(exc)})") from exc
+
+
+def _legacy_hint(location: Location) -> str:
+    """Why a local folder is not a repository: a schema-1 store, another Zarr store, or else."""
+    assert location.path is not None
+    root = location.path / "zarr.json"
+    if root.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            attrs = json.loads(root.read_text(encoding="utf-8")).get("attributes", {})
+            if ROOT_ATTR in attrs:
+                return "a schema-1 embstore store; convert it with `embstore upgrade OLD NEW`"
+        return "a plain Zarr store, not an embstore store (ingest it into a store instead)"
+    return "not an embstore store (no Icechunk repository)"
+
+
+def repository_exists(location: Location) -> bool:
+    """True if an Icechunk repository exists at ``location``."""
+    if location.path is not None and not location.path.is_dir():
+        return False
+    _quiet_icechunk_logs()
+    with unreadable_as_store_error(location, "cannot look up"):
+        return bool(icechunk.Repository.exists(location.storage()))
+
+
+def open_repository(store: StoreLike | Location) -> icechunk.Repository:
+    """Open the repository of an existing store; a one-line StoreError otherwise."""
+    location = parse_location(store)
+    if location.path is not None and not location.path.exists():
+        raise StoreError(f"{location}: does not exist")
+    if not repository_exists(location):
+        hint = _legacy_hint(location) if location.path is not None else "no store there"
+        raise StoreError(f"{location}: {hint}")
+    with unreadable_as_store_error(location, "cannot open"):
+        return icechunk.Repository.open(location.storage())
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """The metadata of one version: root attributes and every root array's metadata."""
+
+    attrs: dict[str, Any]
+    arrays: dict[str, dict[str, Any]]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.attrs[ROOT_ATTR]
+
+    @property
+    def rows(self) -> int:
+        return int(self.meta["rows"])
+
+    @property
+    def feature_size(self) -> int:
+        return int(self.meta["feature_size"])
+
+    def sample_arrays(self) -> list[str]:
+        """Arrays along the ``sample`` dimension (labels and variables)."""
+        return [n for n, m in self.arrays.items() if dims_of(m)[:1] == (SAMPLE,)]
+
+    def label_names(self) -> list[str]:
+        """1-D sample arrays other than ``path`` and ``nonfinite``: the label columns."""
+        return [
+            n
+            for n in self.sample_arrays()
+            if dims_of(self.arrays[n]) == (SAMPLE,) and n not in ("path", "nonfinite")
+        ]
+
+
+def array_metadata(array: zarr.Array) -> dict[str, Any]:
+    """An array's metadata as its ``zarr.json`` document."""
+    return json.loads(json.dumps(array.metadata.to_dict(), default=str))
+
+
+def read_state(group: zarr.Group, *, location: Location | str) -> StoreState:
+    """Read a version's state from its root group; StoreError if it is not an embstore group."""
+    with unreadable_as_store_error(location):
+        attrs = dict(group.attrs)
+        if ROOT_ATTR not in attrs:
+            raise StoreError(f"{location}: an Icechunk repository, but not an embstore store")
+        arrays = {name: array_metadata(array) for name, array in group.arrays()}
+    return StoreState(attrs=json.loads(json.dumps(attrs)), arrays=arrays)
+
+
+def check_state(state: StoreState, *, location: Location | str) -> None:
+    """Raise unless ``state`` follows the schema and its arrays agree on the row count.
+
+    Writes call this before changing anything: a store embstore cannot read fully is never
+    written.
+    """
+    validate_description(describe_metadata(state.attrs, state.arrays), store=str(location))
+    for name in state.sample_arrays():
+        length = state.arrays[name]["shape"][0]
+        if length != state.rows:
+            msg = f"{location}: array {name!r} has {length} rows, the store {state.rows}"
+            raise StoreError(msg)
+
+
+def resolve_version(repo: icechunk.Repository, version: str | None, *, location: Location) -> dict:
+    """Keyword arguments of ``readonly_session`` for a version: a tag, a snapshot id or an
+    unambiguous prefix of one on ``main``, or the tip of ``main`` when ``version`` is None."""
+    if version is None or version == BRANCH:
+        return {"branch": BRANCH}
+    with unreadable_as_store_error(location):
+        if version in repo.list_tags():
+            return {"tag": version}
+        ids = [info.id for info in repo.ancestry(branch=BRANCH)]
+    matches = [i for i in ids if i.upper().startswith(version.upper())]
+    if len(matches) == 1:
+        return {"snapshot_id": matches[0]}
+    what = "is ambiguous" if matches else "is neither a tag nor a version on main"
+    raise StoreError(f"{location}: version {version!r} {what} (see `embstore log`)")
+
+
+def readonly_group(
+    store: StoreLike | Location, version: str | None = None
+) -> tuple[Location, icechunk.Session, zarr.Group]:
+    """A read-only session at ``version`` and its root group."""
+    location = parse_location(store)
+    repo = open_repository(location)
+    selection = resolve_version(repo, version, location=location)
+    with unreadable_as_store_error(location):
+        session = repo.readonly_session(**selection)
+        group = zarr.open_group(session.store, mode="r", zarr_format=3)
+    return location, session, group
+
+
+def plain(value: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-clean deep copy."""
+    return json.loads(json.dumps(value))
+
+
+def is_store(store: StoreLike | Location) -> bool:
+    """True if ``store`` holds an embstore store (a repository with embstore's metadata)."""
+    location = parse_location(store)
+    if not repository_exists(location):
+        return False
+    _, _, group = readonly_group(location)
+    with unreadable_as_store_error(location):
+        return ROOT_ATTR in group.attrs
