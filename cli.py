@@ -138,7 +138,7 @@ def _progress(
 
 def _say(quiet: bool, text: str) -> None:
     if not quiet:
-        out.print(text, highlight=False, soft_wrap=True)
+        out.print(text, highlight=False, soft_wrap=True, markup=False)
 
 
 @_command
@@ -508,6 +508,7 @@ def log(
         out.print(
             f"{v.id}  {v.time:%Y-%m-%d %H:%M:%S}  {v.message}{rows}{tags}",
             highlight=False,
+            markup=False,
             soft_wrap=True,
         )
 

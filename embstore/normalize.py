@@ -230,7 +230,13 @@ def normalize_store(
             constant_features=constant,
         )
 
-    report = run_transaction(location, work, action="normalize", message="normalize")
+    report = run_transaction(
+        location,
+        work,
+        action="normalize",
+        message="normalize",
+        staged=distributed_scheduler(scheduler),
+    )
     log.info("%s: wrote %s", location, name)
     return report
 
@@ -291,10 +297,11 @@ def _write_variable(
     if not distributed:
         target = _create_matrix(tx, name, source, coords, attrs)
         da.store(normalized, target, lock=False)
-    else:  # workers get a pickled copy of the session; their changes are merged back
-        with tx.session.allow_pickling():
-            target = _create_matrix(tx, name, source, coords, attrs)
-            tx.session.merge(store_dask(sources=[normalized], targets=[target]))
+    else:  # workers write into forks of the (staged) session; their changes merge back
+        _create_matrix(tx, name, source, coords, attrs)
+        fork = tx.fork()
+        target = zarr.open_array(fork.store, path=name, mode="r+")
+        tx.session.merge(store_dask(sources=[normalized], targets=[target]))
     if constant:
         log.warning(
             "%d feature(s) have ~zero variance and were scaled by 1: %s",

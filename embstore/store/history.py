@@ -30,7 +30,7 @@ from .repo import (
     resolve_version,
     unreadable_as_store_error,
 )
-from .transaction import Transaction, _commit_lock, run_transaction
+from .transaction import STAGING_PREFIX, Transaction, _commit_lock, run_transaction
 
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 #: Objects younger than this are never collected: a writer on object storage (no lock) may
@@ -76,8 +76,8 @@ def log(store: StoreLike) -> list[VersionInfo]:
             tags.setdefault(repo.lookup_tag(name), []).append(name)
         versions = []
         for info in repo.ancestry(branch=BRANCH):
-            if info.parent_id is None:  # Icechunk's empty first snapshot, before the store
-                continue
+            if info.parent_id is None or (info.metadata or {}).get("staging"):
+                continue  # Icechunk's empty first snapshot; halves of staged transactions
             meta = dict(info.metadata or {})
             rows = meta.get("rows")
             versions.append(
@@ -181,7 +181,7 @@ def restore(store: StoreLike, version: str) -> RestoreReport:
         tx.metadata.update(rows=target_state.rows, restored=target_id)
         return report
 
-    report = run_transaction(location, work, action="restore", message="restore")
+    report = run_transaction(location, work, action="restore", message="restore", check=False)
     if report.arrays_copied:
         report.version = _snapshot_id(repo, BRANCH, location)
     return report
@@ -274,6 +274,7 @@ def gc(
         check_state(read_state(group, location=location), location=location)
         when = datetime.now(UTC)
         with unreadable_as_store_error(location, "cannot collect garbage in"):
+            _drop_abandoned_staging(repo, before=when - safety_margin)
             expired = repo.expire_snapshots(older_than=when - older_than)
             summary = repo.garbage_collect(when - safety_margin)
     return GcReport(
@@ -284,6 +285,15 @@ def gc(
         manifests_deleted=summary.manifests_deleted,
         snapshots_deleted=summary.snapshots_deleted,
     )
+
+
+def _drop_abandoned_staging(repo: Any, *, before: datetime) -> None:
+    """Delete staging branches a killed writer left (older than the safety margin)."""
+    for branch in repo.list_branches():
+        if branch.startswith(STAGING_PREFIX):
+            tip = next(iter(repo.ancestry(branch=branch)))
+            if tip.written_at < before:
+                repo.delete_branch(branch)
 
 
 def _tip(repo: Any, location: Any) -> tuple[Any, Any, zarr.Group]:

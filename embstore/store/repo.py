@@ -154,10 +154,13 @@ def resolve_version(repo: icechunk.Repository, version: str | None, *, location:
     if version is None or version == BRANCH:
         return {"branch": BRANCH}
     with unreadable_as_store_error(location):
-        if version in repo.list_tags():
+        tags = repo.list_tags()
+        if version in tags:
             return {"tag": version}
-        ids = [info.id for info in repo.ancestry(branch=BRANCH)]
-    matches = [i for i in ids if i.upper().startswith(version.upper())]
+        # versions on main, and tagged ones (gc may have cut them out of main's ancestry)
+        ids = {info.id for info in repo.ancestry(branch=BRANCH)}
+        ids.update(repo.lookup_tag(name) for name in tags)
+    matches = sorted(i for i in ids if i.upper().startswith(version.upper()))
     if len(matches) == 1:
         return {"snapshot_id": matches[0]}
     what = "is ambiguous" if matches else "is neither a tag nor a version on main"

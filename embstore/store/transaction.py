@@ -30,6 +30,7 @@ import random
 import shlex
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,10 +57,17 @@ from .repo import (
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "embstore.lock"
+#: Branches a staged transaction works on before ``main`` moves to its result (gc removes
+#: the ones a killed writer left).
+STAGING_PREFIX = "embstore-staging-"
 #: Attempts of a transaction that keeps losing races on object storage.
 MAX_ATTEMPTS = 12
 
 T = TypeVar("T")
+
+
+class _LostRace(Exception):
+    """``main`` moved while a staged transaction worked: run it again from the new tip."""
 
 
 class Transaction:
@@ -70,24 +78,52 @@ class Transaction:
     """
 
     def __init__(
-        self, location: Location, repo: icechunk.Repository, action: str, message: str
+        self,
+        location: Location,
+        repo: icechunk.Repository,
+        action: str,
+        message: str,
+        *,
+        staged: bool = False,
     ) -> None:
         self.location = location
         self.repo = repo
         self.action = action
         self.message = message
         self.metadata: dict[str, Any] = {}
+        self.branch = BRANCH
         with unreadable_as_store_error(location):
-            self.session = repo.writable_session(BRANCH)
-            self.group = zarr.open_group(self.session.store, mode="a", zarr_format=3)
+            self._parent = str(repo.lookup_branch(BRANCH))
+            if staged:
+                self.branch = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+                repo.create_branch(self.branch, self._parent)
+            self._open_session()
         self.state: StoreState | None = (
             read_state(self.group, location=location) if ROOT_ATTR in self.group.attrs else None
         )
 
+    def _open_session(self) -> None:
+        self.session = self.repo.writable_session(self.branch)
+        self.group = zarr.open_group(self.session.store, mode="a", zarr_format=3)
+
     @property
     def parent(self) -> str:
         """Snapshot id of the version this transaction started from."""
-        return str(self.session.snapshot_id)
+        return self._parent
+
+    def fork(self) -> icechunk.ForkSession:
+        """A session that ``dask.distributed`` workers can write into (staged transactions).
+
+        What the transaction changed so far is committed to its private staging branch first
+        (Icechunk forks only sessions without changes); ``main`` moves only at the end, to
+        the final result, so no reader ever sees the intermediate snapshot.
+        """
+        if self.branch == BRANCH:
+            raise RuntimeError("fork() needs a transaction opened with staged=True")
+        if self.session.has_uncommitted_changes:
+            self.session.commit(f"(staging) {self.message}", metadata={"staging": True})
+            self._open_session()
+        return self.session.fork()
 
     def require_state(self) -> StoreState:
         """The starting version's state; StoreError if the repository is not an embstore store."""
@@ -101,7 +137,7 @@ class Transaction:
 
     def commit(self) -> str | None:
         """Commit what was changed (nothing if nothing was); return the new version's id."""
-        if not self.session.has_uncommitted_changes:
+        if not self.session.has_uncommitted_changes and self.branch == BRANCH:
             return None
         metadata = {
             "action": self.action,
@@ -109,7 +145,22 @@ class Transaction:
             "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
             **self.metadata,
         }
-        return str(self.session.commit(self.message, metadata=plain(metadata)))
+        snapshot = str(self.session.commit(self.message, metadata=plain(metadata)))
+        if self.branch != BRANCH:  # fast-forward main, unless another writer moved it
+            try:
+                self.repo.reset_branch(BRANCH, snapshot, from_snapshot_id=self._parent)
+            except icechunk.IcechunkError as exc:
+                if "conflict" not in str(exc):
+                    raise
+                raise _LostRace(str(self.location)) from exc
+            finally:
+                self.repo.delete_branch(self.branch)
+        return snapshot
+
+    def discard(self) -> None:
+        """Forget a staged transaction's branch (its objects are left for ``gc``)."""
+        if self.branch != BRANCH and self.branch in self.repo.list_branches():
+            self.repo.delete_branch(self.branch)
 
 
 @contextlib.contextmanager
@@ -152,25 +203,38 @@ def _create_repository(location: Location) -> None:
 
 @contextlib.contextmanager
 def transaction(
-    store: StoreLike | Location, *, action: str, message: str, create: bool = False
+    store: StoreLike | Location,
+    *,
+    action: str,
+    message: str,
+    create: bool = False,
+    check: bool = True,
+    staged: bool = False,
 ) -> Iterator[Transaction]:
     """Open a write on ``store`` and commit it when the block ends without an exception.
 
     ``create=True`` (ingest and extract only) makes the repository if it does not exist; any
     other write on a missing store is a one-line error and creates nothing. A store whose
-    current version does not follow the schema is never written.
+    current version does not follow the schema is never written, except by ``check=False``
+    (restore, which replaces that version with a checked one). ``staged=True`` works on a
+    private branch so that :meth:`Transaction.fork` can hand sessions to dask workers.
     """
     location = parse_location(store)
     if create:
         _create_repository(location)
     repo = open_repository(location)  # "does not exist" before any lock file is made
     with _commit_lock(location):
-        tx = Transaction(location, repo, action, message)
-        if tx.state is not None:
-            check_state(tx.state, location=location)
-        yield tx
-        with unreadable_as_store_error(location, "cannot commit to"):
-            tx.commit()
+        tx = Transaction(location, repo, action, message, staged=staged)
+        try:
+            if check and tx.state is not None:
+                check_state(tx.state, location=location)
+            yield tx
+            with unreadable_as_store_error(location, "cannot commit to"):
+                tx.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                tx.discard()
+            raise
 
 
 def run_transaction(
@@ -180,6 +244,8 @@ def run_transaction(
     action: str,
     message: str,
     create: bool = False,
+    check: bool = True,
+    staged: bool = False,
 ) -> T:
     """Run ``work(tx)`` in a transaction and commit; on a lost race, run it again at the tip.
 
@@ -190,9 +256,16 @@ def run_transaction(
     location = parse_location(store)
     for attempt in range(MAX_ATTEMPTS):
         try:
-            with transaction(location, action=action, message=message, create=create) as tx:
+            with transaction(
+                location,
+                action=action,
+                message=message,
+                create=create,
+                check=check,
+                staged=staged,
+            ) as tx:
                 return work(tx)
-        except icechunk.ConflictError:
+        except (icechunk.ConflictError, _LostRace):
             delay = min(5.0, 0.05 * 2**attempt) * (0.5 + random.random())
             log.info("%s: another writer committed first; retrying in %.2fs", location, delay)
             time.sleep(delay)
