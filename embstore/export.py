@@ -21,6 +21,7 @@ import xarray as xr
 from .errors import EmbstoreError
 from .sources.hdf5 import VARIABLE_ATTR
 from .store import ROOT_ATTR, SAMPLE, open_store
+from .store.repo import reads_store
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def covered_rows(ds: xr.Dataset, variable: str) -> int:
     )
 
 
+@reads_store
 def export(
     store: str | os.PathLike[str],
     out: str | os.PathLike[str],

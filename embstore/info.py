@@ -13,13 +13,14 @@ import zarr
 
 from .export import covered_rows
 from .store import FEATURE, ROOT_ATTR, SAMPLE, open_store, readonly_group
-from .store.repo import read_state, short
+from .store.repo import read_state, reads_store, short
 from .store.schema import describe_metadata, schema_errors
 
 #: How many example values / paths a listing shows.
 SHOWN = 10
 
 
+@reads_store
 def info(store: str | os.PathLike[str], *, version: str | None = None) -> dict[str, Any]:
     """Describe a store (its newest version, or ``version``): size, labels and their
     cardinalities, variables with provenance and coverage, flagged (non-finite) rows, and the
@@ -98,6 +99,7 @@ class ValidationReport:
         return not self.errors
 
 
+@reads_store
 def validate(
     store: str | os.PathLike[str], *, version: str | None = None, deep: bool = False
 ) -> ValidationReport:

@@ -26,7 +26,9 @@ from .repo import (
     check_state,
     open_repository,
     plain,
+    probe,
     read_state,
+    readonly_group,
     resolve_version,
     unreadable_as_store_error,
 )
@@ -111,6 +113,9 @@ def tag(store: StoreLike, name: str, *, version: str | None = None) -> str:
         raise StoreError(f"{location}: {msg}")
     repo = open_repository(location)
     snapshot = _snapshot_id(repo, version or BRANCH, location)
+    _, _, group = readonly_group(location, snapshot)
+    check_state(read_state(group, location=location), location=location)  # only sound versions
+    probe(group, location=location)
     with unreadable_as_store_error(location, "cannot tag a version of"):
         if name in repo.list_tags():
             raise StoreError(f"{location}: tag {name!r} exists (tags never move)")
@@ -272,6 +277,7 @@ def gc(
     with _commit_lock(location):
         _, _, group = _tip(repo, location)
         check_state(read_state(group, location=location), location=location)
+        probe(group, location=location)
         when = datetime.now(UTC)
         with unreadable_as_store_error(location, "cannot collect garbage in"):
             _drop_abandoned_staging(repo, before=when - safety_margin)

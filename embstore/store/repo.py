@@ -9,12 +9,13 @@ one-line :class:`~embstore.errors.StoreError` naming the store.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import icechunk
 import zarr
@@ -49,7 +50,7 @@ def unreadable_as_store_error(
     """Turn Icechunk's errors (damaged objects, missing refs...) into one-line StoreErrors."""
     try:
         yield
-    except icechunk.IcechunkError as exc:
+    except (icechunk.IcechunkError, zarr.errors.BaseZarrError) as exc:
         raise StoreError(f"{location}: {what} the repository ({short(exc)})") from exc
 
 
@@ -64,6 +65,21 @@ def _legacy_hint(location: Location) -> str:
                 return "a schema-1 embstore store; convert it with `embstore upgrade OLD NEW`"
         return "a plain Zarr store, not an embstore store (ingest it into a store instead)"
     return "not an embstore store (no Icechunk repository)"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reads_store(func: F) -> F:
+    """Decorate a verb whose first argument is a store: damage met while it reads the store's
+    data (a lost or garbled chunk) becomes a one-line StoreError naming the store."""
+
+    @functools.wraps(func)
+    def wrapper(store: Any, *args: Any, **kwargs: Any) -> Any:
+        with unreadable_as_store_error(store):
+            return func(store, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def repository_exists(location: Location) -> bool:
@@ -146,6 +162,15 @@ def check_state(state: StoreState, *, location: Location | str) -> None:
         if length != state.rows:
             msg = f"{location}: array {name!r} has {length} rows, the store {state.rows}"
             raise StoreError(msg)
+
+
+def probe(group: zarr.Group, *, location: Location | str) -> None:
+    """Read the first element of every array, so a version whose manifests are lost or
+    garbled is found before it is tagged or collected (cheap: one chunk per array)."""
+    with unreadable_as_store_error(location):
+        for _, array in group.arrays():
+            if array.size:
+                array[(0,) * array.ndim]
 
 
 def resolve_version(repo: icechunk.Repository, version: str | None, *, location: Location) -> dict:

@@ -228,7 +228,8 @@ def transaction(
         try:
             if check and tx.state is not None:
                 check_state(tx.state, location=location)
-            yield tx
+            with unreadable_as_store_error(location):  # damage met while reading mid-write
+                yield tx
             with unreadable_as_store_error(location, "cannot commit to"):
                 tx.commit()
         except BaseException:

@@ -29,7 +29,14 @@ from .layout import (
     now,
 )
 from .location import Location, StoreLike, parse_location
-from .repo import StoreState, plain, read_state, readonly_group, repository_exists
+from .repo import (
+    StoreState,
+    plain,
+    read_state,
+    readonly_group,
+    repository_exists,
+    unreadable_as_store_error,
+)
 from .schema import SCHEMA_VERSION
 from .transaction import Transaction, run_transaction
 
@@ -193,7 +200,8 @@ class StoreWriter:
         if state.rows < self._known_rows:
             self._known_rows, self._paths = 0, set()
         if state.rows > self._known_rows:
-            tail = group["path"][self._known_rows : state.rows]
+            with unreadable_as_store_error(self.location):
+                tail = group["path"][self._known_rows : state.rows]
             self._paths.update(np.asarray(tail, dtype=object).tolist())
             self._known_rows = state.rows
         self._known_version = version

@@ -1,0 +1,97 @@
+"""`embstore upgrade`: schema-1 stores (plain Zarr with their own commit rule) to schema 2."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from typer.testing import CliRunner
+
+import cli
+import embstore
+from embstore.errors import StoreError
+
+ROWS, DIM = 20, 8
+
+
+def make_v1_store(path: Path) -> xr.Dataset:
+    """A store as embstore 0.1 wrote it: Zarr v3, consolidated metadata holding the committed
+    shapes, and a later interrupted append that grew the arrays on disk only."""
+    rng = np.random.default_rng(0)
+    ds = xr.Dataset(
+        {
+            "embedding": (("sample", "feature"), rng.random((ROWS, DIM), dtype="f4")),
+            "normalized": (("sample", "feature"), rng.random((ROWS, DIM), dtype="f4")),
+            "normalized_mean": (("feature",), rng.random(DIM)),
+        },
+        coords={
+            "path": (
+                "sample",
+                np.array([f"c/{i:02d}_6_month_level_avg.npy" for i in range(ROWS)], object),
+            ),
+            "subject": ("sample", np.array([f"s{i % 3}" for i in range(ROWS)], object)),
+            "age_mo": ("sample", np.full(ROWS, 6, "i4")),
+            "nonfinite": ("sample", np.zeros(ROWS, bool)),
+        },
+    )
+    ds.normalized.attrs["embstore"] = {"source": "embedding", "rows": ROWS, "rows_used": ROWS}
+    ds.attrs["embstore"] = {
+        "schema_version": 1,
+        "rows": ROWS,
+        "feature_size": DIM,
+        "created": "2026-01-01T00:00:00+00:00",
+        "embstore_version": "0.1.0",
+        "model": "demo",
+        "missing": {"age_mo": -1, "string": ""},
+        "provenance": [{"action": "ingest", "time": "2026-01-01", "embstore_version": "0.1.0"}],
+    }
+    ds.to_zarr(path, zarr_format=3, consolidated=True)
+    zarr.open_array(str(path / "embedding"), mode="r+").resize((ROWS + 5, DIM))  # uncommitted
+    return ds
+
+
+def _digests(path: Path) -> dict[str, str]:
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in path.rglob("*") if p.is_file()
+    }
+
+
+def test_upgrade_copies_every_variable_and_the_provenance(tmp_path):
+    old = make_v1_store(tmp_path / "old.zarr")
+    before = _digests(tmp_path / "old.zarr")
+    report = embstore.upgrade(tmp_path / "old.zarr", tmp_path / "new")
+    assert report.rows == ROWS and "normalized" in report.arrays
+    new = embstore.open(tmp_path / "new")
+    for name in old.variables:
+        a, b = np.asarray(old[name].values), np.asarray(new[name].values)
+        assert a.tolist() == b.tolist(), name
+    assert new.normalized.attrs["embstore"]["rows_used"] == ROWS
+    meta = new.attrs["embstore"]
+    assert meta["schema_version"] == 2 and meta["model"] == "demo"
+    assert [e["action"] for e in meta["provenance"]] == ["ingest", "upgrade"]
+    assert meta["upgraded_from"]["rows"] == ROWS
+    assert embstore.validate(tmp_path / "new", deep=True).ok
+    assert [v.message for v in embstore.log(tmp_path / "new")][0].startswith("upgrade from")
+    assert _digests(tmp_path / "old.zarr") == before  # the old store is only read
+
+
+def test_upgrade_refuses_an_existing_target_and_non_v1_sources(tmp_path, store):
+    make_v1_store(tmp_path / "old.zarr")
+    with pytest.raises(StoreError, match="exists; upgrade writes a new store"):
+        embstore.upgrade(tmp_path / "old.zarr", store)
+    with pytest.raises(StoreError, match="not a schema-1 embstore store"):
+        embstore.upgrade(store, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_v1_store_is_named_as_such_and_upgrades_from_the_cli(tmp_path):
+    make_v1_store(tmp_path / "old.zarr")
+    with pytest.raises(StoreError, match="schema-1 embstore store; convert it"):
+        embstore.open(tmp_path / "old.zarr")
+    result = CliRunner().invoke(
+        cli.app, ["upgrade", str(tmp_path / "old.zarr"), str(tmp_path / "n")]
+    )
+    assert result.exit_code == 0, result.output
+    assert embstore.open(tmp_path / "n").sizes["sample"] == ROWS
