@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +10,7 @@ import pytest
 
 import embstore
 from embstore.samples import make_npy_tree, make_pt_dict
+from embstore.testing import S3_TEST_ENV, local_s3_server, new_bucket
 
 
 @pytest.fixture
@@ -42,43 +38,13 @@ def pt_file(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A local S3-compatible server (moto) on 127.0.0.1 for the whole test session."""
-    server = Path(sys.executable).parent / "moto_server"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
-    proc = subprocess.Popen(
-        [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"the local S3 server did not start (see {log.name})")
-            time.sleep(0.1)
-    yield endpoint
-    proc.terminate()
-    proc.wait(10)
-    log.close()
-
-
-S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+    with local_s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
-def s3_store(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request) -> str:
+def s3_store(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh ``s3://`` store URL in its own bucket; the AWS environment points at moto."""
-    import boto3
-
-    for key, value in {**S3_ENV, "AWS_ENDPOINT_URL": s3_endpoint}.items():
+    for key, value in {**S3_TEST_ENV, "AWS_ENDPOINT_URL": s3_endpoint}.items():
         monkeypatch.setenv(key, value)
-    bucket = f"t{uuid.uuid4().hex[:20]}"
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
-        Bucket=bucket
-    )
-    return f"s3://{bucket}/stores/s"
+    return f"s3://{new_bucket(s3_endpoint)}/stores/s"

@@ -86,8 +86,10 @@ def test_quiet_prints_nothing_on_success(npy_tree, tmp_path):
 
 
 def test_validate_exits_1_on_duplicate_paths(store):
-    paths = zarr.open_array(str(store / "path"), mode="r+")
+    session = embstore.store.open_repository(store).writable_session("main")
+    paths = zarr.open_group(session.store, mode="r+")["path"]
     paths[1] = paths[0]  # corrupt behind embstore's back
+    session.commit("another tool")
     result = runner.invoke(app, ["validate", str(store)])
     assert result.exit_code == 1 and "1 duplicate path(s)" in result.output
 

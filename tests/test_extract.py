@@ -226,7 +226,7 @@ def test_kill_minus_9_mid_extraction_then_rerun_completes(echo_tree, tmp_path, t
     )
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
-        if embstore.store.is_store(store) and embstore.store.read_state(store).rows >= 3:
+        if embstore.store.is_store(store) and embstore.open(store).sizes["sample"] >= 3:
             os.kill(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.01)

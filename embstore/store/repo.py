@@ -211,9 +211,18 @@ def plain(value: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def is_store(store: StoreLike | Location) -> bool:
-    """True if ``store`` holds an embstore store (a repository with embstore's metadata)."""
+    """True if ``store`` holds an embstore store (a repository with embstore's metadata).
+
+    A repository whose creation was interrupted before its first commit is not a store yet
+    (the next ingest or extract creates it); a damaged one raises a one-line StoreError.
+    """
     location = parse_location(store)
     if not repository_exists(location):
+        return False
+    repo = open_repository(location)
+    with unreadable_as_store_error(location):
+        tip = next(iter(repo.ancestry(branch=BRANCH)))
+    if tip.parent_id is None:  # only Icechunk's empty first snapshot
         return False
     _, _, group = readonly_group(location)
     with unreadable_as_store_error(location):
