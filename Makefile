@@ -19,7 +19,8 @@ setup: $(BIN)/python
 
 demo: setup
 	$(BIN)/embstore demo $(DEMO_DIR)
-	$(BIN)/embstore info $(DEMO_DIR)/store.zarr
+	$(BIN)/embstore info $(DEMO_DIR)/store
+	$(BIN)/embstore log $(DEMO_DIR)/store
 
 # `pytest` (not `python -m pytest`) keeps the checkout off sys.path: the installed package is tested.
 test: setup

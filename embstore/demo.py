@@ -33,13 +33,13 @@ def run_demo(
     progress: Callable[[int, int], None] | None = None,
 ) -> DemoResult:
     """Generate ``<dir>/embeddings/<category>/<subject>_<age>_month_level_avg.npy``, ingest it
-    into ``<dir>/store.zarr``, normalize with the first subject excluded from the statistics,
+    into ``<dir>/store``, normalize with the first subject excluded from the statistics,
     and export the normalized vectors to ``<dir>/normalized`` (same relative paths).
 
     Re-running is safe: existing rows are skipped and the outputs are replaced.
     """
     directory = Path(directory)
-    tree, store = directory / "embeddings", directory / "store.zarr"
+    tree, store = directory / "embeddings", directory / "store"
     files = make_npy_tree(
         tree, n_subjects=n_subjects, n_categories=n_categories, ages=ages, dim=dim
     )

@@ -97,6 +97,6 @@ def test_validate_exits_1_on_duplicate_paths(store):
 def test_demo_runs_the_whole_job(tmp_path):
     out = run("demo", tmp_path / "d", "--subjects", "3", "--categories", "2", "--dim", "8").output
     assert "normalize: wrote 'normalized'" in out
-    ds = embstore.open(tmp_path / "d" / "store.zarr")
+    ds = embstore.open(tmp_path / "d" / "store")
     assert ds.sizes["sample"] == 60 and "normalized" in ds
     assert len(list((tmp_path / "d" / "normalized").rglob("*.npy"))) == 60
