@@ -1,7 +1,8 @@
 """The ``embstore`` command line: each command parses its arguments and calls one library function.
 
-Errors a user can cause print as one line (``error: <file>: <problem>``) with exit code 1;
-``--quiet`` silences progress bars and summaries.
+Errors a user or the environment can cause (bad input, a missing file, a full disk, a denied
+permission) print as one line (``error: <file>: <problem>``) with exit code 1; ``--debug``
+shows their traceback instead. ``--quiet`` silences progress bars and summaries.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rich.text import Text
 
 import embstore
 from embstore.errors import EmbstoreError
+from embstore.formats import FORMATS
 from embstore.ingest import DEFAULT_BATCH_ROWS
 
 app = typer.Typer(
@@ -61,14 +63,40 @@ class Duplicate(StrEnum):
     error = "error"
 
 
-class Format(StrEnum):
-    npy_tree = "npy-tree"
-    pt = "pt"
-    hdf5 = "hdf5"
+#: ``--format`` choices: the names in the format registry.
+Format = StrEnum("Format", {name.replace("-", "_"): name for name in FORMATS})  # type: ignore[misc]
+
+_debug = False
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of every error.")
+    ] = False,
+) -> None:
+    """Store, normalize, inspect and export embeddings in labelled Zarr stores."""
+    global _debug
+    _debug = debug
+
+
+def one_line(text: str) -> str:
+    """``text`` printable on one line: control characters and undecodable bytes escaped."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """``<file>: <problem>`` for an error of the operating system (ENOSPC, EACCES, ...)."""
+    problem = exc.strerror or type(exc).__name__
+    names = [n for n in (exc.filename, exc.filename2) if n is not None]
+    if not names:
+        return problem
+    return f"{' -> '.join(map(str, names))}: {problem}"
 
 
 def _command(func: F) -> F:
-    """Register ``func`` as a command that turns user errors into one line and exit code 1."""
+    """Register ``func`` as a command that turns user and environment errors into one line."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -81,8 +109,11 @@ def _command(func: F) -> F:
         )
         try:
             return func(*args, **kwargs)
-        except EmbstoreError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        except (EmbstoreError, OSError) as exc:
+            if _debug:
+                raise
+            text = _describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+            err.print(f"[red]error:[/red] {one_line(text)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("[red]interrupted[/red]: committed batches are kept; re-run to finish")
@@ -268,7 +299,7 @@ def export_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Write a variable as a .npy tree (original relative paths), a .pt dict or HDF5."""
+    """Write a variable as a .npy tree (original relative paths), a .pt dict, HDF5 or Zarr."""
     with _progress(quiet, "export") as progress:
         report = embstore.export(
             store,

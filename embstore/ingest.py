@@ -1,4 +1,4 @@
-"""Ingest: sources (``.npy`` trees, ``.pt`` dicts, HDF5 exports) -> labelled rows -> the store."""
+"""Ingest: sources in any format of ``embstore.formats`` -> labelled rows -> the store."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInputError, EmbstoreError
+from .formats import open_source
+from .formats.base import BadRow, Source, SourceBatch
+from .formats.pt import PtDictSource
+from .keys import check_keys
 from .labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, Layout, get_layout
-from .sources import BadRow, Source, SourceBatch, open_source
-from .sources.csv_labels import LabelsTable, read_labels_csv
-from .sources.pt import PtDictSource
+from .labels_csv import LabelsTable, read_labels_csv
 from .store import is_store, read_state
 from .writer import AppendResult, StoreWriter
 
@@ -266,15 +268,18 @@ def _label_batch(
     report: IngestReport,
     skip_bad: bool,
 ) -> tuple[list[str], np.ndarray, dict[str, list[Any]]]:
-    """Attach layout and CSV labels; drop (or fail on) rows that cannot be labelled."""
+    """Check keys, attach layout and CSV labels; drop (or fail on) rows that break either."""
     paths = batch.paths
     bad = list(batch.bad)
-    problems: dict[int, str] = {}
+    violations = check_keys(paths, source=source.name, skip_bad=skip_bad)
+    bad += [BadRow(source.name, str(v)) for v in violations]
+    problems: dict[int, str] = {v.index: "" for v in violations}
     columns: dict[str, list[Any]] = {name: list(values) for name, values in batch.labels.items()}
     if layout is not None:
         parsed, failed = layout.parse_columns(paths)
         columns.update(parsed)
-        problems.update(failed)
+        for i, problem in failed.items():
+            problems.setdefault(i, problem)
     if table is not None:
         from_paths = dict(columns)  # labels the CSV must agree with
         for name in table.columns:
@@ -288,7 +293,7 @@ def _label_batch(
                     columns[name][i] = value
             except BadInputError as exc:
                 problems[i] = exc.problem
-    bad += [BadRow(source.locate(paths[i]), problems[i]) for i in sorted(problems)]
+    bad += [BadRow(source.locate(paths[i]), problems[i]) for i in sorted(problems) if problems[i]]
     if bad and not skip_bad:
         more = f" (and {len(bad) - 1} more bad rows; --skip-bad skips them)" if len(bad) > 1 else ""
         raise BadInputError(bad[0].source, bad[0].problem + more)

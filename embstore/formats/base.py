@@ -1,4 +1,4 @@
-"""Readers that feed the store: ``.npy`` trees, ``.pt`` dicts and embstore HDF5 exports.
+"""What every format module shares: the :class:`Format` record, sources, batches and bad rows.
 
 Every source yields :class:`SourceBatch` objects in sorted path order; a row that cannot be
 read becomes a :class:`BadRow` naming the file and the problem, never an exception, so the
@@ -7,15 +7,15 @@ caller decides between failing the batch and skipping the row (``--skip-bad``).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import xarray as xr
 
-from ..errors import BadInputError
+from ..keys import describe
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,9 @@ def check_vector(vector: Any, feature_size: int | None) -> str | None:
     is_float = getattr(vector.dtype, "is_floating_point", None)  # torch dtypes
     if not (is_float if is_float is not None else np.dtype(vector.dtype).kind == "f"):
         return f"dtype {vector.dtype} is not a floating-point type"
+    layout = getattr(vector, "layout", None)  # torch: sparse and other layouts are refused
+    if layout is not None and str(layout) != "torch.strided":
+        return f"a {str(layout).removeprefix('torch.')} tensor (only dense tensors are read)"
     if vector.ndim != 1:
         return f"expected a 1-D vector, got shape {tuple(vector.shape)}"
     if feature_size is not None and vector.shape[0] != feature_size:
@@ -74,26 +77,67 @@ def stack(vectors: list[np.ndarray], feature_size: int | None) -> np.ndarray:
     return np.stack(vectors).astype(np.float32, copy=False)
 
 
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+Progress = Callable[[int, int], None]
 
 
-def open_source(path: str | os.PathLike[str]) -> Source:
-    """Pick the reader for ``path`` by what it is: a folder, a ``.pt`` file or an HDF5 file."""
-    from .hdf5 import Hdf5Source
-    from .npy import NpyTreeSource
-    from .pt import PtDictSource
+@dataclass(frozen=True)
+class Format:
+    """One on-disk format that embstore both reads (ingest) and writes (export).
 
-    path = Path(path)
-    if not path.exists():
-        raise BadInputError(str(path), "does not exist")
-    if path.is_dir():
-        return NpyTreeSource(path)
-    suffix = path.suffix.lower()
-    with path.open("rb") as f:
-        head = f.read(8)
-    if suffix in (".h5", ".hdf5", ".nc") or head == _HDF5_SIGNATURE:
-        return Hdf5Source(path)
-    if suffix in (".pt", ".pth") or head.startswith(b"PK\x03\x04"):  # torch.save writes a zip
-        return PtDictSource(path)
-    msg = "unknown source type (expected a folder of .npy files, a .pt dict or an .h5 export)"
-    raise BadInputError(str(path), msg)
+    Attributes
+    ----------
+    name
+        The name users pick (``format="npy-tree"``, ``--format npy-tree``).
+    description
+        A few words for help texts.
+    can_open
+        Cheap check (a stat, a few bytes) whether a path looks like this format.
+    open
+        Opens a path as a :class:`Source`; raises :class:`~embstore.errors.BadInputError`.
+    check_keys
+        Why the given row paths cannot be written in this format (``None`` when they can);
+        called on every row before anything is written.
+    write
+        ``write(ds, variable, tmp, progress)`` writes the rows of ``ds`` to the new path
+        ``tmp`` (a file or a folder), which the caller moves into place.
+    """
+
+    name: str
+    description: str
+    can_open: Callable[[Path], bool]
+    open: Callable[[Path], Source]
+    check_keys: Callable[[Sequence[Any]], str | None]
+    write: Callable[[xr.Dataset, str, Path, Progress | None], None]
+
+
+def duplicate_key(keys: Sequence[Any]) -> str | None:
+    """The problem if two rows share a path (they would become one entry of a dict or file)."""
+    seen: set[Any] = set()
+    for key in keys:
+        if key in seen:
+            return f"two rows have the path {describe(key)}"
+        seen.add(key)
+    return None
+
+
+def unicode_key(keys: Sequence[Any], *, nul: bool = True) -> str | None:
+    """The problem if a path is not a str that encodes as UTF-8 (and, unless ``nul``, holds NUL)."""
+    for key in keys:
+        if not isinstance(key, str):
+            return f"path {describe(key)} is a {type(key).__name__}, not a string"
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"path {describe(key)} is not valid UTF-8"
+        if not nul and "\0" in key:
+            return f"path {describe(key)} holds a NUL character"
+    return None
+
+
+def blocks(ds: xr.Dataset, variable: str) -> Iterator[tuple[list[Any], np.ndarray]]:
+    """(paths, vectors) one on-disk chunk of rows at a time: memory stays at one chunk."""
+    data = ds[variable]
+    step = data.chunks[0][0] if data.chunks else max(ds.sizes["sample"], 1)
+    for start in range(0, ds.sizes["sample"], step):
+        block = ds.isel(sample=slice(start, start + step))
+        yield block["path"].values.tolist(), np.asarray(block[variable].values)

@@ -1,66 +1,58 @@
-"""HDF5 files written by ``embstore export --format hdf5`` (the round trip back in)."""
+"""HDF5 / netCDF4 files: what ``export(format="hdf5")`` writes, and the same shape from other tools.
+
+Read: a ``(sample, feature)`` variable (named by the ``embstore_variable`` attribute, else
+``embedding``) and a ``path`` coordinate; other 1-D sample coordinates become labels. Write:
+a netCDF4/HDF5 file that ``xarray.open_dataset`` opens without embstore.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import xarray as xr
 
-from ..errors import BadInputError
-from . import BadRow, SourceBatch, check_vector
+from .base import Format, Progress, duplicate_key, unicode_key
+from .dataset import VARIABLE_ATTR, DatasetSource, plain_dataset
 
-#: Root attribute naming the exported variable (``embedding``, ``normalized``...).
-VARIABLE_ATTR = "embstore_variable"
+__all__ = ["FORMAT", "VARIABLE_ATTR"]
+
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-class Hdf5Source:
-    """The vectors and labels of one embstore HDF5 export."""
+def can_open(path: Path) -> bool:
+    """A file with the HDF5 signature, or an ``.h5``/``.hdf5``/``.nc`` file."""
+    if not path.is_file():
+        return False
+    if path.suffix.lower() in (".h5", ".hdf5", ".nc"):
+        return True
+    with path.open("rb") as f:
+        return f.read(8) == _SIGNATURE
 
-    def __init__(self, file: Path) -> None:
-        self.file = Path(file)
-        self.name = str(self.file)
-        try:
-            self._ds = xr.open_dataset(self.file, engine="h5netcdf", chunks={})
-        except (OSError, ValueError) as exc:
-            raise BadInputError(self.name, f"not a readable HDF5/netCDF file ({exc})") from exc
-        self.variable = str(self._ds.attrs.get(VARIABLE_ATTR, "embedding"))
-        if self.variable not in self._ds or "path" not in self._ds.coords:
-            msg = f"not an embstore export (needs a {self.variable!r} variable and 'path' labels)"
-            raise BadInputError(self.name, msg)
-        self.label_names = [
-            str(n)
-            for n, c in self._ds.coords.items()
-            if c.dims == ("sample",) and n not in ("path", "nonfinite")
-        ]
 
-    def __len__(self) -> int:
-        return int(self._ds.sizes["sample"])
+def open_hdf5(path: Path) -> DatasetSource:
+    return DatasetSource(
+        path, lambda p: xr.open_dataset(p, engine="h5netcdf", chunks={}), "HDF5/netCDF"
+    )
 
-    def locate(self, path: str) -> str:
-        return f"{self.file}[{path!r}]"
 
-    def batches(
-        self, *, batch_rows: int, feature_size: int | None, skip: Callable[[str], bool]
-    ) -> Iterator[SourceBatch]:
-        data = self._ds[self.variable]
-        problem = check_vector(np.empty(data.shape[1:], data.dtype), feature_size)
-        if problem is not None:
-            yield SourceBatch(
-                [], np.empty((0, feature_size or 0), np.float32), bad=[BadRow(self.name, problem)]
-            )
-            return
-        for start in range(0, len(self), batch_rows):
-            rows = slice(start, start + batch_rows)
-            paths = np.asarray(self._ds["path"][rows].values, dtype=object)
-            keep = np.array([not skip(p) for p in paths], dtype=bool)
-            vectors = np.asarray(data[rows].values, dtype=np.float32)[keep]
-            labels: dict[str, list[Any]] = {}
-            for name in self.label_names:
-                values = np.asarray(self._ds[name][rows].values)[keep]
-                labels[name] = values.astype(
-                    object if values.dtype.kind in "OUST" else values.dtype
-                ).tolist()
-            yield SourceBatch(paths[keep].tolist(), vectors, labels, skipped=int((~keep).sum()))
+def check_keys(keys: Sequence[Any]) -> str | None:
+    """HDF5 strings are UTF-8 without NUL; one entry per row."""
+    return unicode_key(keys, nul=False) or duplicate_key(keys)
+
+
+def write_hdf5(ds: xr.Dataset, variable: str, tmp: Path, progress: Progress | None) -> None:
+    plain_dataset(ds, variable).to_netcdf(tmp, engine="h5netcdf")
+    if progress:
+        progress(ds.sizes["sample"], ds.sizes["sample"])
+
+
+FORMAT = Format(
+    name="hdf5",
+    description="a netCDF4/HDF5 file (xarray.open_dataset opens it)",
+    can_open=can_open,
+    open=open_hdf5,
+    check_keys=check_keys,
+    write=write_hdf5,
+)
