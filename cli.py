@@ -95,6 +95,14 @@ def _describe_os_error(exc: OSError) -> str:
     return f"{' -> '.join(map(str, names))}: {problem}"
 
 
+def _existing(path: Path) -> Path:
+    """``path``, or a one-line error if it does not exist: only ingest and extract create stores,
+    so a typo must not leave an empty folder behind."""
+    if not (path.exists() or path.is_symlink()):
+        raise EmbstoreError(f"{path}: does not exist")
+    return path
+
+
 def _command(func: F) -> F:
     """Register ``func`` as a command that turns user and environment errors into one line."""
 
@@ -234,7 +242,7 @@ def normalize_cmd(
     """Feature-wise normalization with subjects excluded from the statistics only."""
     with _progress(quiet, "normalize", "tasks") as progress:
         report = embstore.normalize_store(
-            store,
+            _existing(store),
             exclude_subjects=exclude_subject or [],
             variable=variable,
             name=name,
@@ -252,7 +260,7 @@ def info_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Rows, feature size, labels, variables (provenance, coverage), flagged rows."""
-    data = embstore.info(store)
+    data = embstore.info(_existing(store))
     if as_json:
         print(json.dumps(data, indent=2))
         return
@@ -302,7 +310,7 @@ def export_cmd(
     """Write a variable as a .npy tree (original relative paths), a .pt dict, HDF5 or Zarr."""
     with _progress(quiet, "export") as progress:
         report = embstore.export(
-            store,
+            _existing(store),
             output,
             format=format.value,
             variable=variable,
@@ -319,7 +327,7 @@ def validate_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Check the schema and consistency (lengths, unique paths, committed state)."""
-    report = embstore.validate(store)
+    report = embstore.validate(_existing(store))
     if as_json:
         print(
             json.dumps(
@@ -361,7 +369,12 @@ def inspect_cmd(
     """Health checks (NaN/Inf/zero/duplicate rows, dead or extreme dimensions) and statistics
     over every row; pictures and an HTML report with --report."""
     result = embstore.inspect.inspect_store(
-        store, variable=variable, report=report, sample=sample, seed=seed, color_by=color_by
+        _existing(store),
+        variable=variable,
+        report=report,
+        sample=sample,
+        seed=seed,
+        color_by=color_by,
     )
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str))

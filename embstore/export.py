@@ -18,7 +18,7 @@ from pathlib import Path
 import xarray as xr
 
 from ._fs import replacing
-from .errors import EmbstoreError
+from .errors import EmbstoreError, StoreError
 from .formats import FORMATS, get_format
 from .store import ROOT_ATTR, SAMPLE, open_store
 
@@ -74,6 +74,8 @@ def export(
     written; nothing is ever written outside ``out``.
     """
     fmt = get_format(format)
+    if not Path(store).exists():
+        raise StoreError(f"{store}: does not exist")
     ds = open_store(store)
     if variable not in ds.data_vars or ds[variable].dims != (SAMPLE, "feature"):
         choices = [str(n) for n, v in ds.data_vars.items() if v.dims == (SAMPLE, "feature")]

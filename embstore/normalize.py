@@ -27,7 +27,7 @@ from dask.callbacks import Callback
 
 from . import __version__
 from .errors import EmbstoreError, StoreError
-from .labels import RESERVED_NAMES
+from .labels import check_name
 from .store import (
     FEATURE,
     MATRIX_COMPRESSORS,
@@ -263,8 +263,7 @@ def _check_replaceable(path: Path, state: Any, name: str, overwrite: bool) -> No
 
 
 def _check_name(name: str, variable: str) -> None:
-    if name == variable or name in RESERVED_NAMES or not name.isidentifier():
-        raise EmbstoreError(f"{name!r} cannot be the name of a normalized variable")
+    check_name(name, what="the name of a normalized variable", taken={variable})
 
 
 def _write_staged(ds: xr.Dataset, path: Path, stage: Path, name: str, variable: str) -> list[int]:
