@@ -6,9 +6,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 import embstore
 from embstore.samples import make_npy_tree, make_pt_dict
+
+# Property tests are reproducible: the same examples on every run and every machine.
+settings.register_profile(
+    "embstore",
+    derandomize=True,
+    deadline=None,
+    max_examples=60,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile("embstore")
 
 
 @pytest.fixture
