@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import BadInputError
+from .errors import BadInputError, first_line
 from .labels import INTEGER_LABELS, MISSING_AGE, Layout, check_label_name
 
 
@@ -48,8 +48,7 @@ def read_labels_csv(
     except OSError as exc:
         raise BadInputError(name, f"cannot read ({exc.strerror or exc})") from exc
     except ValueError as exc:  # pandas' parser and empty-data errors
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise BadInputError(name, f"unreadable CSV ({first})") from exc
+        raise BadInputError(name, f"unreadable CSV ({first_line(exc)})") from exc
     if key not in table.columns:
         raise BadInputError(name, f"no {key!r} column to join on (columns: {list(table.columns)})")
     columns = [check_label_name(str(c)) for c in table.columns if c != key]

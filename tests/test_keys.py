@@ -153,4 +153,6 @@ def test_ingest_refuses_a_control_character_in_a_tree_file_name(tmp_path):
     root = _npy_tree(tmp_path, ["good.npy", "sub/a\x1bb.npy"])
     with pytest.raises(BadInputError) as info:
         embstore.ingest([root], store=tmp_path / "s.zarr")
-    assert str(info.value) == f"{root}: row key 'sub/a\\x1bb.npy' holds the control character '\\x1b'"
+    assert (
+        str(info.value) == f"{root}: row key 'sub/a\\x1bb.npy' holds the control character '\\x1b'"
+    )

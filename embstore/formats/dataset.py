@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..errors import BadInputError
+from ..errors import BadInputError, first_line
 from ..labels import INTEGER_LABELS
 from ..store import ROOT_ATTR
 from .base import BadRow, SourceBatch, check_vector
@@ -23,7 +23,8 @@ _INTERNAL = ("path", "nonfinite")
 
 
 class DatasetSource:
-    """The rows of a dataset with a ``(sample, feature)`` variable and ``path`` labels.
+    """The rows of a dataset with a ``(sample, feature)`` variable and ``path`` labels; every
+    other 1-D ``sample`` variable is a label (``age_mo`` integers, the others strings).
 
     Parameters
     ----------
@@ -41,9 +42,11 @@ class DatasetSource:
         self.name = str(self.file)
         try:
             self._ds = opener(self.file)
+        except BadInputError:
+            raise
         except Exception as exc:  # noqa: BLE001 - whatever a broken file makes the backend raise
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise BadInputError(self.name, f"not a readable {kind} dataset ({first})") from exc
+            msg = f"not a readable {kind} dataset ({first_line(exc)})"
+            raise BadInputError(self.name, msg) from exc
         self.variable = str(self._ds.attrs.get(VARIABLE_ATTR, "embedding"))
         data = self._ds.variables.get(self.variable)
         path = self._ds.variables.get("path")
@@ -56,9 +59,11 @@ class DatasetSource:
                 f"{data.dims} and {path.dims}"
             )
             raise BadInputError(self.name, msg)
+        # labels: every other 1-D sample variable (coordinates, or data variables as other
+        # tools write them)
         self.label_names = [
             str(n)
-            for n, c in self._ds.coords.items()
+            for n, c in self._ds.variables.items()
             if c.dims == ("sample",) and n not in _INTERNAL
         ]
 
@@ -84,7 +89,7 @@ class DatasetSource:
             except BadInputError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a corrupt chunk of a hostile file
-                raise BadInputError(self.name, f"unreadable rows ({exc})") from exc
+                raise BadInputError(self.name, f"unreadable rows ({first_line(exc)})") from exc
 
     def _batch(self, rows: slice, skip: Callable[[str], bool]) -> SourceBatch:
         paths = _strings(self.name, "path", np.asarray(self._ds["path"][rows].values))

@@ -7,12 +7,15 @@ a netCDF4/HDF5 file that ``xarray.open_dataset`` opens without embstore.
 
 from __future__ import annotations
 
+import gc
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import xarray as xr
 
+from ..errors import BadInputError, first_line
 from .base import Format, Progress, duplicate_key, unicode_key
 from .dataset import VARIABLE_ATTR, DatasetSource, plain_dataset
 
@@ -31,10 +34,29 @@ def can_open(path: Path) -> bool:
         return f.read(8) == _SIGNATURE
 
 
+def _open(path: Path) -> xr.Dataset:
+    # When h5py fails inside h5netcdf.File(), the half-made File's finalizer prints an
+    # "Exception ignored" traceback once the error is dropped; keep that one quiet.
+    hook = sys.unraisablehook
+
+    def quiet(unraisable: Any) -> None:
+        if not getattr(unraisable.object, "__module__", "").startswith("h5netcdf"):
+            hook(unraisable)
+
+    sys.unraisablehook = quiet
+    try:
+        try:
+            return xr.open_dataset(path, engine="h5netcdf", chunks={})
+        except Exception as exc:  # noqa: BLE001 - whatever a broken file makes h5py raise
+            problem = f"not a readable HDF5/netCDF dataset ({first_line(exc)})"
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    raise BadInputError(str(path), problem)
+
+
 def open_hdf5(path: Path) -> DatasetSource:
-    return DatasetSource(
-        path, lambda p: xr.open_dataset(p, engine="h5netcdf", chunks={}), "HDF5/netCDF"
-    )
+    return DatasetSource(path, _open, "HDF5/netCDF")
 
 
 def check_keys(keys: Sequence[Any]) -> str | None:

@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 
 from .._fs import walk_files
-from ..errors import BadInputError
+from ..errors import BadInputError, first_line
 from ..keys import MAX_COMPONENT_BYTES, describe
 from .base import BadRow, Format, Progress, SourceBatch, blocks, check_vector, stack
 
@@ -74,7 +74,7 @@ def _parse_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], int] | str:
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
     except Exception as exc:  # noqa: BLE001 - any header numpy cannot parse is bad input
-        return f"unreadable .npy header ({type(exc).__name__}: {str(exc)[:200]})"
+        return f"unreadable .npy header ({first_line(exc)})"
     if dtype.hasobject:
         return "holds Python objects (pickles are never loaded)"
     if fortran and len(shape) > 1:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..errors import BadInputError
+from ..errors import BadInputError, first_line
 from .base import (
     BadRow,
     Format,
@@ -37,13 +37,13 @@ def load_pt_dict(file: Path) -> dict[str, Any]:
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         msg = (
             f"refused: loading it would run arbitrary code (torch.load weights_only=True: {first})"
         )
         raise BadInputError(str(file), msg) from exc
     except Exception as exc:  # noqa: BLE001 - whatever a hostile file makes torch raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)
         raise BadInputError(str(file), f"unreadable .pt file ({first})") from exc
     if not isinstance(obj, dict):
         raise BadInputError(
@@ -82,7 +82,7 @@ class PtDictSource:
             BadRow(self.locate(k), "key is not a string") for k in data if not isinstance(k, str)
         ]
         keys = sorted(k for k in data if isinstance(k, str))
-        for start in range(0, len(keys), batch_rows):
+        for start in range(0, max(len(keys), 1), batch_rows):  # bad keys alone still report
             paths, tensors, bad, skipped = [], [], bad_keys if start == 0 else [], 0
             chunk = [k for k in keys[start : start + batch_rows] if not skip(k)]
             skipped = min(batch_rows, len(keys) - start) - len(chunk)
