@@ -86,12 +86,11 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
-def _describe_os_error(exc: OSError) -> str:
-    """``<file>: <problem>`` for an error of the operating system (ENOSPC, EACCES, ...)."""
-    problem = exc.strerror or type(exc).__name__
-    names = [n for n in (exc.filename, exc.filename2) if n is not None]
-    if not names:
-        return problem
+def _describe_os_error(exc: OSError, where: object) -> str:
+    """``<file>: <problem>`` for an error of the operating system (ENOSPC, EACCES, ...);
+    ``where`` (the command's store or output) names it when the error names no file."""
+    problem = exc.strerror or str(exc) or type(exc).__name__
+    names = [n for n in (exc.filename, exc.filename2) if n is not None] or [where]
     return f"{' -> '.join(map(str, names))}: {problem}"
 
 
@@ -120,7 +119,11 @@ def _command(func: F) -> F:
         except (EmbstoreError, OSError) as exc:
             if _debug:
                 raise
-            text = _describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+            if isinstance(exc, OSError):
+                where = kwargs.get("output") or kwargs.get("store") or kwargs.get("directory")
+                text = _describe_os_error(exc, where)
+            else:
+                text = str(exc)
             err.print(f"[red]error:[/red] {one_line(text)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:

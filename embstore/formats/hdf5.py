@@ -65,7 +65,11 @@ def check_keys(keys: Sequence[Any]) -> str | None:
 
 
 def write_hdf5(ds: xr.Dataset, variable: str, tmp: Path, progress: Progress | None) -> None:
-    plain_dataset(ds, variable).to_netcdf(tmp, engine="h5netcdf")
+    # Built in memory, then written by Python: HDF5 crashes the process (SIGSEGV on close)
+    # when the disk fills up under it, whereas a Python write raises ENOSPC.
+    data = plain_dataset(ds, variable).to_netcdf(engine="h5netcdf")
+    with open(tmp, "xb") as f:
+        f.write(data)
     if progress:
         progress(ds.sizes["sample"], ds.sizes["sample"])
 

@@ -145,7 +145,9 @@ def write_pt(ds: xr.Dataset, variable: str, tmp: Path, progress: Progress | None
         if progress:
             progress(len(data), total)
     # one storage per row, like the extraction scripts' files (a view would drag its block along)
-    torch.save({k: v.clone() for k, v in data.items()}, tmp)
+    # through a Python file: torch's own file writer turns ENOSPC into a RuntimeError
+    with open(tmp, "xb") as f:
+        torch.save({k: v.clone() for k, v in data.items()}, f)
 
 
 FORMAT = Format(
