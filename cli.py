@@ -222,7 +222,7 @@ def ingest_cmd(
         )
     _say(quiet, f"{store}: {report.summary()}")
     for bad in report.bad:
-        _say(quiet, f"  skipped {bad}")
+        _say(quiet, one_line(f"  skipped {bad}"))
     for path in report.nonfinite[:10]:
         _say(quiet, f"  non-finite: {path}")
 
@@ -508,7 +508,7 @@ def extract(
         )
     _say(quiet, f"{store}: {report.summary()}")
     for bad in report.bad:
-        _say(quiet, f"  skipped {bad}")
+        _say(quiet, one_line(f"  skipped {bad}"))
 
 
 @_command

@@ -433,3 +433,31 @@ def test_broken_csv_fails_in_one_line_naming_it(tmp_path, data, match):
     with pytest.raises(EmbstoreError) as info:
         read_labels_csv(file)
     assert "\n" not in str(info.value) and match in str(info.value)
+
+
+@given(
+    target=st.sampled_from(["zarr.json", "embedding/zarr.json", "path/zarr.json", "embedding/c"]),
+    flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=3),
+)
+def test_any_mangled_zarr_loads_correctly_or_fails_in_one_line(tmp_path_factory, target, flips):
+    folder = tmp_path_factory.mktemp("zarr") / "in.zarr"
+    xr.Dataset({"embedding": EMB}, coords={"path": PATHS}).to_zarr(
+        folder, zarr_format=3, consolidated=False
+    )
+    file = folder / target
+    if file.is_dir():  # the chunk file of a 2-D array sits one level down
+        file = next(p for p in file.rglob("*") if p.is_file())
+    data = bytearray(file.read_bytes())
+    for at, value in flips:
+        data[at % len(data)] = value
+    file.write_bytes(bytes(data))
+    try:
+        rows = read_all(folder)
+    except EmbstoreError as exc:
+        assert "\n" not in str(exc) and str(folder) in str(exc)
+    else:  # what loads is what plain xarray reads from the same bytes
+        plain = xr.open_zarr(folder, consolidated=False)
+        expected = dict(zip(plain.path.values.tolist(), plain.embedding.values, strict=True))
+        assert sorted(rows) == sorted(expected)
+        for key, vector in rows.items():
+            np.testing.assert_array_equal(vector, expected[key].astype("f4"))
