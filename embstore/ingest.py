@@ -81,8 +81,11 @@ def ingest(
     Parameters
     ----------
     sources
-        Folders of ``.npy`` files (one 1-D float vector each), ``.pt`` dict files
-        ``{relative_path: tensor}``, or ``.h5`` files written by :func:`embstore.export`.
+        Anything a format of :data:`embstore.formats.FORMATS` reads, recognised by what it is:
+        folders of ``.npy`` files (one 1-D float vector each), ``.pt`` dict files
+        ``{relative_path: tensor}``, HDF5/netCDF files or Zarr datasets with an ``embedding``
+        and ``path`` labels (what :func:`embstore.export` writes). Every row key must pass
+        :func:`embstore.keys.key_problem` (a relative POSIX path; see :mod:`embstore.keys`).
     store
         The store; created with the sources' feature size if it does not exist.
     layout, pattern
@@ -91,8 +94,8 @@ def ingest(
     labels_csv, labels_key
         A CSV whose ``labels_key`` column holds paths; its other columns become labels.
     skip_bad
-        By default the first bad row (unreadable, wrong shape or dtype, unparseable path, no CSV
-        row) fails the command and nothing of its batch is committed. With ``skip_bad`` every
+        By default the first bad row (unreadable, wrong shape or dtype, a key that breaks the
+        path policy, unparseable path, no CSV row) fails the command and nothing of its batch is committed. With ``skip_bad`` every
         bad row is skipped and listed in the report and the store's provenance.
     on_duplicate
         ``"skip"`` rows whose path is already stored, or ``"error"``.
