@@ -83,6 +83,9 @@ def export(
             f"{store}: no (sample, feature) variable {variable!r} (have: {', '.join(choices)})"
         )
     out = Path(out)
+    source, target = Path(store).resolve(), out.resolve()
+    if target == source or source in target.parents or target in source.parents:
+        raise EmbstoreError(f"{out}: is, holds or lies inside the store {store}; export elsewhere")
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise EmbstoreError(f"{out}: exists (pass overwrite=True to replace it)")
     if not out.parent.is_dir():

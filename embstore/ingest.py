@@ -95,8 +95,9 @@ def ingest(
         A CSV whose ``labels_key`` column holds paths; its other columns become labels.
     skip_bad
         By default the first bad row (unreadable, wrong shape or dtype, a key that breaks the
-        path policy, unparseable path, no CSV row) fails the command and nothing of its batch is committed. With ``skip_bad`` every
-        bad row is skipped and listed in the report and the store's provenance.
+        path policy, unparseable path, no CSV row) fails the command and nothing of its batch
+        is committed. With ``skip_bad`` every bad row is skipped and listed in the report and
+        the store's provenance.
     on_duplicate
         ``"skip"`` rows whose path is already stored, or ``"error"``.
     batch_rows

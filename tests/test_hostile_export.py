@@ -200,3 +200,12 @@ def test_zarr_export_opens_with_plain_xarray(store, tmp_path):
     )
     prov = json.loads(ds.normalized.attrs["embstore"])
     assert prov["exclude_subjects"] == ["00270001"]
+
+
+@pytest.mark.parametrize("where", ["{store}", "{store}/inside", "{parent}"])
+def test_an_export_never_replaces_or_enters_the_store(store, tmp_path, where):
+    before = snapshot(tmp_path)
+    out = Path(where.format(store=store, parent=tmp_path))
+    with pytest.raises(EmbstoreError, match="store"):
+        embstore.export(store, out, format="npy-tree", overwrite=True)
+    assert snapshot(tmp_path) == before
