@@ -1,7 +1,8 @@
 """The ``embstore`` command line: each command parses its arguments and calls one library function.
 
-Errors a user can cause print as one line (``error: <file>: <problem>``) with exit code 1;
-``--quiet`` silences progress bars and summaries.
+Errors a user or the environment can cause (bad input, a missing file, a full disk, a denied
+permission) print as one line (``error: <file>: <problem>``) with exit code 1; ``--debug``
+shows their traceback instead. ``--quiet`` silences progress bars and summaries.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rich.text import Text
 
 import embstore
 from embstore.errors import EmbstoreError
+from embstore.formats import FORMATS
 from embstore.ingest import DEFAULT_BATCH_ROWS
 
 app = typer.Typer(
@@ -71,14 +73,39 @@ class Duplicate(StrEnum):
     error = "error"
 
 
-class Format(StrEnum):
-    npy_tree = "npy-tree"
-    pt = "pt"
-    hdf5 = "hdf5"
+#: ``--format`` choices: the names in the format registry.
+Format = StrEnum("Format", {name.replace("-", "_"): name for name in FORMATS})  # type: ignore[misc]
+
+_debug = False
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of every error.")
+    ] = False,
+) -> None:
+    """Store, normalize, inspect and export embeddings in labelled Zarr stores."""
+    global _debug
+    _debug = debug
+
+
+def one_line(text: str) -> str:
+    """``text`` printable on one line: control characters and undecodable bytes escaped."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def _describe_os_error(exc: OSError, where: object) -> str:
+    """``<file>: <problem>`` for an error of the operating system (ENOSPC, EACCES, ...);
+    ``where`` (the command's store or output) names it when the error names no file."""
+    problem = exc.strerror or str(exc) or type(exc).__name__
+    names = [n for n in (exc.filename, exc.filename2) if n is not None] or [where]
+    return f"{' -> '.join(map(str, names))}: {problem}"
 
 
 def _command(func: F) -> F:
-    """Register ``func`` as a command that turns user errors into one line and exit code 1."""
+    """Register ``func`` as a command that turns user and environment errors into one line."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -91,8 +118,15 @@ def _command(func: F) -> F:
         )
         try:
             return func(*args, **kwargs)
-        except EmbstoreError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        except (EmbstoreError, OSError) as exc:
+            if _debug:
+                raise
+            if isinstance(exc, OSError):
+                where = kwargs.get("output") or kwargs.get("store") or kwargs.get("directory")
+                text = _describe_os_error(exc, where)
+            else:
+                text = str(exc)
+            err.print(f"[red]error:[/red] {one_line(text)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("[red]interrupted[/red]: committed batches are kept; re-run to finish")
@@ -190,7 +224,7 @@ def ingest_cmd(
         )
     _say(quiet, f"{store}: {report.summary()}")
     for bad in report.bad:
-        _say(quiet, f"  skipped {bad}")
+        _say(quiet, one_line(f"  skipped {bad}"))
     for path in report.nonfinite[:10]:
         _say(quiet, f"  non-finite: {path}")
 
@@ -283,7 +317,7 @@ def export_cmd(
     version: Version = None,
     quiet: Quiet = False,
 ) -> None:
-    """Write a variable as a .npy tree (original relative paths), a .pt dict or HDF5."""
+    """Write a variable as a .npy tree (original relative paths), a .pt dict, HDF5 or Zarr."""
     with _progress(quiet, "export") as progress:
         report = embstore.export(
             store,
@@ -488,7 +522,7 @@ def extract(
         )
     _say(quiet, f"{store}: {report.summary()}")
     for bad in report.bad:
-        _say(quiet, f"  skipped {bad}")
+        _say(quiet, one_line(f"  skipped {bad}"))
 
 
 @_command

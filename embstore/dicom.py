@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._fs import replacing, walk_files
 from .errors import BadInputError
-from .paths import walk_files
 
 log = logging.getLogger(__name__)
 
@@ -152,21 +152,19 @@ def write_mp4(
     out.parent.mkdir(parents=True, exist_ok=True)
     height, width = frames.shape[1:3]
     w, h = (size, size) if size else (width - width % 2, height - height % 2)  # yuv420p: even
-    tmp = out.with_name(f".{out.name}.partial.mp4")
     rate = Fraction(fps).limit_denominator(1001)
-    try:
-        with av.open(str(tmp), mode="w") as container:
-            stream = container.add_stream("libx264", rate=rate)
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            for frame in frames:
-                video = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
-                    width=w, height=h, format="yuv420p"
-                )
-                container.mux(stream.encode(video))
-            container.mux(stream.encode())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with (
+        replacing(out, overwrite=True) as tmp,
+        av.open(str(tmp), mode="w", format="mp4") as container,
+    ):
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for frame in frames:
+            video = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
+                width=w, height=h, format="yuv420p"
+            )
+            container.mux(stream.encode(video))
+        container.mux(stream.encode())
 
 
 @dataclass

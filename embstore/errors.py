@@ -7,6 +7,8 @@ is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
 
 class EmbstoreError(Exception):
     """Base class of every error a user can cause."""
@@ -34,3 +36,15 @@ class SchemaError(StoreError):
 
 class DuplicatePathError(EmbstoreError):
     """A row's ``path`` is already in the store and duplicates were asked to be rejected."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of a library's exception text, for a one-line message about bad input:
+    terminal escapes and control characters dropped, at most ``limit`` characters."""
+    text = _ANSI.sub("", str(exc)).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    line = "".join(c for c in line if c.isprintable())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -1,31 +1,29 @@
-"""Export a store variable as a ``.npy`` tree, a ``.pt`` dict or an HDF5 file.
+"""Export a store variable in any format of :data:`embstore.formats.FORMATS`.
 
-Every export is written next to its target under a temporary name and renamed into place at
-the end, so an interrupted export never leaves a half-written output.
+Every row key is checked by the format before anything is written (an output path outside
+``out``, two rows on one file, a name the format cannot hold are refused in one line); the
+export is written under a temporary sibling name and moved into place when complete, so an
+interrupted export never leaves a half-written output and ``overwrite`` keeps the old one
+until then.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import xarray as xr
 
+from ._fs import replacing
 from .errors import EmbstoreError
-from .sources.hdf5 import VARIABLE_ATTR
-from .store import ROOT_ATTR, SAMPLE, open_store
+from .formats import FORMATS, get_format
+from .store import ROOT_ATTR, SAMPLE, open_store, parse_location
 from .store.repo import reads_store
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("npy-tree", "pt", "hdf5")
 
 
 @dataclass
@@ -69,16 +67,16 @@ def export(
     version: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ExportReport:
-    """Write ``variable`` of ``store`` to ``out``.
+    """Write ``variable`` of ``store`` to ``out`` in ``format`` (a name in ``FORMATS``).
 
     ``npy-tree`` writes one file per row at the row's exact relative path (``.npy`` appended
     when the path has another suffix), so exporting ``normalized`` of a store ingested from a
     ``.npy`` tree reproduces that tree file for file. ``pt`` writes ``{path: tensor}``;
-    ``hdf5`` writes a netCDF4/HDF5 file that ``xarray.open_dataset`` opens and ``embstore
-    ingest`` reads back.
+    ``hdf5`` and ``zarr`` write datasets that plain xarray opens and ``embstore ingest`` reads
+    back. N rows give N files (entries) or an :class:`EmbstoreError` before anything is
+    written; nothing is ever written outside ``out``.
     """
-    if format not in FORMATS:
-        raise EmbstoreError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    fmt = get_format(format)
     ds = open_store(store, version=version)
     if variable not in ds.data_vars or ds[variable].dims != (SAMPLE, "feature"):
         choices = [str(n) for n, v in ds.data_vars.items() if v.dims == (SAMPLE, "feature")]
@@ -86,79 +84,24 @@ def export(
             f"{store}: no (sample, feature) variable {variable!r} (have: {', '.join(choices)})"
         )
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise EmbstoreError(f"{out}: exists (pass overwrite=True / --overwrite)")
+    local = parse_location(store).path
+    source, target = (local.resolve() if local else None), out.resolve()
+    if source and (target == source or source in target.parents or target in source.parents):
+        raise EmbstoreError(f"{out}: is, holds or lies inside the store {store}; export elsewhere")
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise EmbstoreError(f"{out}: exists (pass overwrite=True to replace it)")
+    if not out.parent.is_dir():
+        raise EmbstoreError(f"{out.parent}: does not exist (the folder to export into)")
     rows, total = covered_rows(ds, variable), int(ds.sizes[SAMPLE])
     if rows < total:
         log.warning("%s covers %d of %d rows; exporting those", variable, rows, total)
     ds = ds.isel({SAMPLE: slice(0, rows)})
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.partial")
-    try:
-        writer = {"npy-tree": _write_npy_tree, "pt": _write_pt, "hdf5": _write_hdf5}[format]
-        writer(ds, variable, tmp, progress)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.rename(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    return ExportReport(str(out), format, variable, rows, total - rows)
+    problem = fmt.check_keys(ds["path"].values.tolist())
+    if problem is not None:
+        raise EmbstoreError(f"{store}: cannot export to {fmt.name}: {problem}")
+    with replacing(out, overwrite=overwrite) as tmp:
+        fmt.write(ds, variable, tmp, progress)
+    return ExportReport(str(out), fmt.name, variable, rows, total - rows)
 
 
-def _blocks(ds: xr.Dataset, variable: str) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(paths, vectors) one on-disk chunk of rows at a time: memory stays at one chunk."""
-    data = ds[variable]
-    step = data.chunks[0][0] if data.chunks else ds.sizes[SAMPLE]
-    for start in range(0, ds.sizes[SAMPLE], step):
-        block = ds.isel({SAMPLE: slice(start, start + step)})
-        yield block["path"].values.tolist(), np.asarray(block[variable].values)
-
-
-def _write_npy_tree(
-    ds: xr.Dataset, variable: str, tmp: Path, progress: Callable[[int, int], None] | None
-) -> None:
-    total, done = ds.sizes[SAMPLE], 0
-    made: set[Path] = set()
-    for paths, vectors in _blocks(ds, variable):
-        for rel, vector in zip(paths, vectors, strict=True):
-            target = tmp / (rel if rel.endswith(".npy") else rel + ".npy")
-            if target.parent not in made:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                made.add(target.parent)
-            np.save(target, vector)
-        done += len(paths)
-        if progress:
-            progress(done, total)
-
-
-def _write_pt(
-    ds: xr.Dataset, variable: str, tmp: Path, progress: Callable[[int, int], None] | None
-) -> None:
-    import torch
-
-    data: dict[str, torch.Tensor] = {}
-    total = ds.sizes[SAMPLE]
-    for paths, vectors in _blocks(ds, variable):
-        block = torch.from_numpy(np.ascontiguousarray(vectors))
-        data.update(zip(paths, block.unbind(0), strict=True))
-        if progress:
-            progress(len(data), total)
-    # one storage per row, like the extraction scripts' files (a view would drag its block along)
-    torch.save({k: v.clone() for k, v in data.items()}, tmp)
-
-
-def _write_hdf5(
-    ds: xr.Dataset, variable: str, tmp: Path, progress: Callable[[int, int], None] | None
-) -> None:
-    labels = [str(n) for n, c in ds.coords.items() if c.dims == (SAMPLE,)]
-    # labels are small: load them, so netCDF gets concrete strings (the matrix streams by chunk)
-    out = ds[[variable]].reset_coords(drop=True).assign_coords({n: ds[n].compute() for n in labels})
-    out.attrs = {VARIABLE_ATTR: variable, ROOT_ATTR: json.dumps(ds.attrs.get(ROOT_ATTR, {}))}
-    for name in out.variables:
-        out[name].attrs = {
-            k: json.dumps(v) if isinstance(v, dict | list) else v
-            for k, v in out[name].attrs.items()
-        }
-    out.to_netcdf(tmp, engine="h5netcdf")
-    if progress:
-        progress(ds.sizes[SAMPLE], ds.sizes[SAMPLE])
+__all__ = ["FORMATS", "ExportReport", "covered_rows", "export"]

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from ._fs import walk_files
 from .dicom import SingleFrameError, check_keywords, is_dicom, read_dicom_frames
 from .errors import BadInputError, EmbstoreError
 from .extractors import REGISTRY
+from .formats.base import BadRow
 from .labels import get_layout
-from .paths import walk_files
-from .sources import BadRow
 from .store import StoreWriter
 from .video import VIDEO_SUFFIXES, ClipSpec, clip_indices, normalize_clips, read_video
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ._fs import file_digest
 from .errors import BadInputError
 
 #: The original V-JEPA2 encoders (facebookresearch/vjepa2), as VJEPA2Config arguments.
@@ -75,14 +76,11 @@ def register(name: str) -> Callable[[Callable[..., Extractor]], Callable[..., Ex
 
 
 def sha256(path: Path) -> str:
-    """Checksum of a file, or of every file in a folder (sorted by name)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        with file.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    """Checksum of a file, or of a folder: of its files' checksums, sorted by name."""
+    if not path.is_dir():
+        return file_digest(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return hashlib.sha256("".join(file_digest(f) for f in files).encode()).hexdigest()
 
 
 # ------------------------------------------------------------------------------- V-JEPA2

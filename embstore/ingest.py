@@ -1,4 +1,4 @@
-"""Ingest: sources (``.npy`` trees, ``.pt`` dicts, HDF5 exports) -> labelled rows -> the store."""
+"""Ingest: sources in any format of ``embstore.formats`` -> labelled rows -> the store."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInputError, EmbstoreError
+from .formats import open_source
+from .formats.base import BadRow, Source, SourceBatch
+from .formats.pt import PtDictSource
+from .keys import check_keys
 from .labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, Layout, get_layout
-from .sources import BadRow, Source, SourceBatch, open_source
-from .sources.csv_labels import LabelsTable, read_labels_csv
-from .sources.pt import PtDictSource
+from .labels_csv import LabelsTable, read_labels_csv
 from .store import AppendResult, StoreWriter, is_store
 
 log = logging.getLogger(__name__)
@@ -78,8 +80,11 @@ def ingest(
     Parameters
     ----------
     sources
-        Folders of ``.npy`` files (one 1-D float vector each), ``.pt`` dict files
-        ``{relative_path: tensor}``, or ``.h5`` files written by :func:`embstore.export`.
+        Anything a format of :data:`embstore.formats.FORMATS` reads, recognised by what it is:
+        folders of ``.npy`` files (one 1-D float vector each), ``.pt`` dict files
+        ``{relative_path: tensor}``, HDF5/netCDF files or Zarr datasets with an ``embedding``
+        and ``path`` labels (what :func:`embstore.export` writes). Every row key must pass
+        :func:`embstore.keys.key_problem` (a relative POSIX path; see :mod:`embstore.keys`).
     store
         The store; created with the sources' feature size if it does not exist.
     layout, pattern
@@ -88,9 +93,10 @@ def ingest(
     labels_csv, labels_key
         A CSV whose ``labels_key`` column holds paths; its other columns become labels.
     skip_bad
-        By default the first bad row (unreadable, wrong shape or dtype, unparseable path, no CSV
-        row) fails the command and nothing of its batch is committed. With ``skip_bad`` every
-        bad row is skipped and listed in the report and the store's provenance.
+        By default the first bad row (unreadable, wrong shape or dtype, a key that breaks the
+        path policy, unparseable path, no CSV row) fails the command and nothing of its batch
+        is committed. With ``skip_bad`` every bad row is skipped and listed in the report and
+        the store's provenance.
     on_duplicate
         ``"skip"`` rows whose path is already stored, or ``"error"``.
     batch_rows
@@ -265,15 +271,18 @@ def _label_batch(
     report: IngestReport,
     skip_bad: bool,
 ) -> tuple[list[str], np.ndarray, dict[str, list[Any]]]:
-    """Attach layout and CSV labels; drop (or fail on) rows that cannot be labelled."""
+    """Check keys, attach layout and CSV labels; drop (or fail on) rows that break either."""
     paths = batch.paths
     bad = list(batch.bad)
-    problems: dict[int, str] = {}
+    violations = check_keys(paths, source=source.name, skip_bad=skip_bad)
+    bad += [BadRow(source.name, str(v)) for v in violations]
+    problems: dict[int, str] = {v.index: "" for v in violations}
     columns: dict[str, list[Any]] = {name: list(values) for name, values in batch.labels.items()}
     if layout is not None:
         parsed, failed = layout.parse_columns(paths)
         columns.update(parsed)
-        problems.update(failed)
+        for i, problem in failed.items():
+            problems.setdefault(i, problem)
     if table is not None:
         from_paths = dict(columns)  # labels the CSV must agree with
         for name in table.columns:
@@ -287,7 +296,7 @@ def _label_batch(
                     columns[name][i] = value
             except BadInputError as exc:
                 problems[i] = exc.problem
-    bad += [BadRow(source.locate(paths[i]), problems[i]) for i in sorted(problems)]
+    bad += [BadRow(source.locate(paths[i]), problems[i]) for i in sorted(problems) if problems[i]]
     if bad and not skip_bad:
         more = f" (and {len(bad) - 1} more bad rows; --skip-bad skips them)" if len(bad) > 1 else ""
         raise BadInputError(bad[0].source, bad[0].problem + more)

@@ -6,7 +6,7 @@ Everything here is pure (no I/O) so it can be unit-tested on strings.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import BadInputError
@@ -102,15 +102,26 @@ def _compile(pattern: str) -> re.Pattern[str]:
         raise BadInputError("--pattern", msg) from exc
 
 
+def check_name(name: str, *, what: str = "a label name", taken: Collection[str] = ()) -> str:
+    """Return ``name`` if it can name a label or a variable, else raise :class:`BadInputError`.
+
+    The one rule for names in a store: letters, digits and ``_``, starting with a letter; not
+    one of :data:`RESERVED_NAMES` (the store's own variables and dimensions) nor of ``taken``
+    (names already used for something else).
+    """
+    if not _NAME_RE.match(name) or name in RESERVED_NAMES or name in taken:
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        msg = (
+            f"{shown!r} cannot be {what} (letters, digits and _, starting with a letter; "
+            f"not one of {sorted(RESERVED_NAMES | set(taken))})"
+        )
+        raise BadInputError("labels" if what == "a label name" else "name", msg)
+    return name
+
+
 def check_label_name(name: str) -> str:
     """Return ``name`` if it can be a label column, else raise :class:`BadInputError`."""
-    if not _NAME_RE.match(name) or name in RESERVED_NAMES:
-        msg = (
-            f"{name!r} cannot be a label name (letters, digits and _, starting with a letter; "
-            f"not one of {sorted(RESERVED_NAMES)})"
-        )
-        raise BadInputError("labels", msg)
-    return name
+    return check_name(name)
 
 
 #: ``<category>/<subject>_<age_mo>_month_level_avg.npy`` (the age-month normalization notebook).

@@ -24,7 +24,7 @@ from icechunk.dask import store_dask
 
 from . import __version__
 from .errors import EmbstoreError, StoreError
-from .labels import RESERVED_NAMES
+from .labels import check_name
 from .scheduler import dask_scheduler, distributed_scheduler
 from .store import open_store, parse_location, run_transaction
 from .store.layout import FEATURE, MATRIX_COMPRESSORS, ROOT_ATTR, SAMPLE, now
@@ -262,8 +262,7 @@ def _check_replaceable(path: Any, state: Any, name: str, overwrite: bool) -> Non
 
 
 def _check_name(name: str, variable: str) -> None:
-    if name == variable or name in RESERVED_NAMES or not name.isidentifier():
-        raise EmbstoreError(f"{name!r} cannot be the name of a normalized variable")
+    check_name(name, what="the name of a normalized variable", taken={variable})
 
 
 def _write_variable(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xarray as xr
 
+from ._fs import write_text
 from .inspect import pca, sample_rows
 from .plots import plot_cosine_heatmap, plot_distributions, plot_norms, plot_pca, plot_profiles
 
@@ -61,9 +62,7 @@ def write_report(
     for name, fig in figures.items():
         fig.savefig(out / name, dpi=110)
     page = out / "report.html"
-    tmp = page.with_suffix(".html.partial")
-    tmp.write_text(_html(result, out, list(figures), len(rows), seed), encoding="utf-8")
-    os.replace(tmp, page)
+    write_text(page, _html(result, out, list(figures), len(rows), seed))
     return page
 
 

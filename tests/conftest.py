@@ -7,10 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 import embstore
 from embstore.samples import make_npy_tree, make_pt_dict
 from embstore.testing import S3_TEST_ENV, local_s3_server, new_bucket
+
+# Property tests are reproducible: the same examples on every run and every machine.
+settings.register_profile(
+    "embstore",
+    derandomize=True,
+    deadline=None,
+    max_examples=60,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile("embstore")
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -51,6 +52,11 @@ def unreadable_as_store_error(
     try:
         yield
     except (icechunk.IcechunkError, zarr.errors.BaseZarrError) as exc:
+        # an environment error deep in the engine (disk full, permission) says so first
+        os_error = re.search(r"os error (\d+)", str(exc))
+        if os_error is not None:
+            reason = os.strerror(int(os_error.group(1)))
+            raise StoreError(f"{location}: {reason} ({what} the repository)") from exc
         raise StoreError(f"{location}: {what} the repository ({short(exc)})") from exc
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from ..errors import BadInputError
-from ..labels import INTEGER_LABELS, MISSING_AGE, Layout, check_label_name
+from .errors import BadInputError, first_line
+from .labels import INTEGER_LABELS, MISSING_AGE, Layout, check_label_name
 
 
 @dataclass
@@ -39,9 +40,15 @@ def read_labels_csv(
     """
     name = str(file)
     try:
-        table = pd.read_csv(file, dtype=str, keep_default_na=False)
-    except (OSError, ValueError) as exc:
-        raise BadInputError(name, f"unreadable CSV ({exc})") from exc
+        encoding = _encoding(Path(file))
+        table = pd.read_csv(file, dtype=str, keep_default_na=False, encoding=encoding)
+    except UnicodeDecodeError as exc:
+        msg = f"not {encoding} text at byte {exc.start} (save the CSV as UTF-8)"
+        raise BadInputError(name, msg) from exc
+    except OSError as exc:
+        raise BadInputError(name, f"cannot read ({exc.strerror or exc})") from exc
+    except ValueError as exc:  # pandas' parser and empty-data errors
+        raise BadInputError(name, f"unreadable CSV ({first_line(exc)})") from exc
     if key not in table.columns:
         raise BadInputError(name, f"no {key!r} column to join on (columns: {list(table.columns)})")
     columns = [check_label_name(str(c)) for c in table.columns if c != key]
@@ -66,3 +73,17 @@ def read_labels_csv(
             raise BadInputError(name, f"two rows for the same path {path!r}")
         rows[canonical] = tuple(column[i] for column in values)
     return LabelsTable(name, key, columns, rows, layout)
+
+
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def _encoding(file: Path) -> str:
+    """The CSV's encoding: given by its byte-order mark (UTF-8 or UTF-16), else UTF-8."""
+    with file.open("rb") as f:
+        head = f.read(4)
+    return next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8")
