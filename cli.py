@@ -1,7 +1,9 @@
 """The ``embstore`` command line: each command parses its arguments and calls one library function.
 
 Errors a user can cause print as one line (``error: <file>: <problem>``) with exit code 1;
-``--quiet`` silences progress bars and summaries.
+``--quiet`` silences progress bars and summaries. Only typer, rich and the light
+``embstore.errors`` / ``embstore.labels`` are imported here, so ``--help`` and argument errors
+answer at once; array libraries load when a command runs (``embstore`` itself is lazy).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import contextlib
 import functools
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from enum import StrEnum
@@ -32,8 +35,9 @@ from rich.table import Table
 from rich.text import Text
 
 import embstore
+from embstore.constants import DEFAULT_BATCH_ROWS
 from embstore.errors import EmbstoreError
-from embstore.ingest import DEFAULT_BATCH_ROWS
+from embstore.labels import LAYOUTS
 
 app = typer.Typer(
     name="embstore",
@@ -41,6 +45,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain click help: flags show no <bool> placeholder
 )
 out = Console()
 err = Console(stderr=True)
@@ -49,11 +54,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
 StorePath = Annotated[Path, typer.Option("--store", "-s", help="The store (a .zarr folder).")]
+StoreArg = Annotated[Path, typer.Argument(metavar="STORE", help="The store (a .zarr folder).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
-
-class Layout(StrEnum):
-    babyview = "babyview"
-    mimic_echo = "mimic-echo"
+#: The layouts the library knows (labels.LAYOUTS), as a choice.
+Layout = StrEnum("Layout", {name.replace("-", "_"): name for name in LAYOUTS})
+LAYOUT_HELP = "Read labels from paths in this layout: " + "; ".join(
+    f"{name} = {layout.template or layout.pattern}" for name, layout in LAYOUTS.items()
+)
 
 
 class Duplicate(StrEnum):
@@ -67,12 +75,24 @@ class Format(StrEnum):
     hdf5 = "hdf5"
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler or ``kill``) stops a run like Ctrl-C: the run is recorded as
+    interrupted and the committed batches are kept."""
+    with contextlib.suppress(ValueError):  # not the main thread (e.g. a test runner's thread)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
 def _command(func: F) -> F:
     """Register ``func`` as a command that turns user errors into one line and exit code 1."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         quiet = kwargs.get("quiet", False)
+        _interrupt_on_sigterm()
         logging.basicConfig(
             level=logging.ERROR if quiet else logging.WARNING,
             format="%(message)s",
@@ -119,8 +139,13 @@ def _progress(
     )
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(what, total=None)
+        started = False
 
         def update(done: int, total: int) -> None:
+            nonlocal started
+            if not started:  # a resumed run starts at its stored rows: not counted in the rate
+                bar.reset(task, completed=done, total=total)
+                started = True
             bar.update(task, completed=done, total=total)
 
         yield update
@@ -134,12 +159,11 @@ def _say(quiet: bool, text: str) -> None:
 @_command
 def ingest_cmd(
     sources: Annotated[
-        list[Path], typer.Argument(help=".npy folders, .pt dict files or .h5 exports.")
+        list[Path],
+        typer.Argument(metavar="SOURCE", help=".npy folders, .pt dict files or .h5 exports."),
     ],
     store: StorePath,
-    layout: Annotated[
-        Layout | None, typer.Option(help="Read labels from paths in this layout.")
-    ] = None,
+    layout: Annotated[Layout | None, typer.Option(help=LAYOUT_HELP)] = None,
     pattern: Annotated[
         str | None,
         typer.Option(help="Regex with named groups (subject, age_mo, category...) for labels."),
@@ -147,7 +171,7 @@ def ingest_cmd(
     labels: Annotated[Path | None, typer.Option(help="CSV of extra labels joined by path.")] = None,
     labels_key: Annotated[str, typer.Option(help="The CSV column holding paths.")] = "path",
     skip_bad: Annotated[
-        bool, typer.Option(help="Skip and report bad rows instead of failing.")
+        bool, typer.Option("--skip-bad", help="Skip and report bad rows instead of failing.")
     ] = False,
     on_duplicate: Annotated[
         Duplicate, typer.Option(help="A path already stored: skip it or fail.")
@@ -187,7 +211,7 @@ def ingest_cmd(
 
 @_command
 def normalize_cmd(
-    store: Annotated[Path, typer.Argument(help="The store.")],
+    store: StoreArg,
     exclude_subject: Annotated[
         list[str] | None,
         typer.Option("--exclude-subject", "-x", help="Leave out of the statistics (repeatable)."),
@@ -196,12 +220,12 @@ def normalize_cmd(
     variable: Annotated[str, typer.Option(help="Variable to normalize.")] = "embedding",
     eps: Annotated[float, typer.Option(help="Added to the std.")] = 1e-10,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace an existing variable of that name.")
+        bool, typer.Option("--overwrite", help="Replace an existing variable of that name.")
     ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Feature-wise normalization with subjects excluded from the statistics only."""
-    with _progress(quiet, "normalize", "tasks") as progress:
+    with _progress(quiet, "normalize") as progress:
         report = embstore.normalize_store(
             store,
             exclude_subjects=exclude_subject or [],
@@ -216,8 +240,8 @@ def normalize_cmd(
 
 @_command
 def info_cmd(
-    store: Annotated[Path, typer.Argument(help="The store.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    store: StoreArg,
+    as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
     """Rows, feature size, labels, variables (provenance, coverage), flagged rows."""
@@ -259,13 +283,15 @@ def info_cmd(
 
 @_command
 def export_cmd(
-    store: Annotated[Path, typer.Argument(help="The store.")],
+    store: StoreArg,
     output: Annotated[
         Path, typer.Argument(metavar="OUT", help="Output folder (npy-tree) or file.")
     ],
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")],  # noqa: A002
     variable: Annotated[str, typer.Option(help="Variable to export.")] = "embedding",
-    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT if it exists.")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Write a variable as a .npy tree (original relative paths), a .pt dict or HDF5."""
@@ -283,8 +309,8 @@ def export_cmd(
 
 @_command
 def validate_cmd(
-    store: Annotated[Path, typer.Argument(help="The store.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    store: StoreArg,
+    as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
     """Check the schema and consistency (lengths, unique paths, committed state)."""
@@ -313,25 +339,38 @@ def validate_cmd(
 
 @_command
 def inspect_cmd(
-    store: Annotated[Path, typer.Argument(help="The store.")],
+    store: StoreArg,
     variable: Annotated[
         str, typer.Option(help="Variable to inspect (e.g. normalized).")
     ] = "embedding",
     report: Annotated[Path | None, typer.Option(help="Write PNGs and report.html here.")] = None,
-    strict: Annotated[bool, typer.Option(help="Exit 1 if any health check fails.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 if any health check fails.")
+    ] = False,
     sample: Annotated[int, typer.Option(min=2, help="Rows sampled for the pictures.")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the picture sample.")] = 0,
     color_by: Annotated[
-        str, typer.Option(help="Label that colours the PCA and orders the heatmap.")
-    ] = "age_mo",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        str | None,
+        typer.Option(
+            help="Label that colours the PCA and orders the heatmap "
+            "(default: age_mo, subject or category, the first that has values)."
+        ),
+    ] = None,
+    as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
     """Health checks (NaN/Inf/zero/duplicate rows, dead or extreme dimensions) and statistics
     over every row; pictures and an HTML report with --report."""
-    result = embstore.inspect.inspect_store(
-        store, variable=variable, report=report, sample=sample, seed=seed, color_by=color_by
-    )
+    with _progress(quiet or as_json, "inspect") as progress:
+        result = embstore.inspect.inspect_store(
+            store,
+            variable=variable,
+            report=report,
+            sample=sample,
+            seed=seed,
+            color_by=color_by,
+            progress=progress,
+        )
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     elif not quiet:
@@ -416,9 +455,7 @@ def extract(
     shard: Annotated[
         str | None, typer.Option(help="I/N: this process's part of the inputs.")
     ] = None,
-    layout: Annotated[
-        Layout | None, typer.Option(help="Read labels from paths in this layout.")
-    ] = None,
+    layout: Annotated[Layout | None, typer.Option(help=LAYOUT_HELP)] = None,
     dicom_tags: Annotated[
         str, typer.Option(help="Comma-separated DICOM keywords to store as labels.")
     ] = "",
@@ -467,7 +504,8 @@ def extract(
 @_command
 def demo(
     directory: Annotated[
-        Path, typer.Argument(help="Folder for the generated data, store and exports.")
+        Path,
+        typer.Argument(metavar="DIR", help="Folder for the generated data, store and exports."),
     ],
     subjects: Annotated[int, typer.Option(min=2, help="Subjects to generate.")] = 6,
     categories: Annotated[int, typer.Option(min=1, help="Categories to generate.")] = 20,

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .constants import DEFAULT_BATCH_ROWS
 from .errors import BadInputError, EmbstoreError
 from .labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, Layout, get_layout
 from .sources import BadRow, Source, SourceBatch, open_source
@@ -26,8 +27,6 @@ from .writer import AppendResult, StoreWriter
 
 log = logging.getLogger(__name__)
 
-#: Rows committed together by default (8 chunks of 4096 rows; ~100 MB of 768-d float32).
-DEFAULT_BATCH_ROWS = 32768
 #: Batches that may wait for their commit while the next ones are read.
 COMMITS_IN_FLIGHT = 2
 #: How many bad rows and non-finite paths the provenance log keeps (the report keeps all).
@@ -200,7 +199,8 @@ def ingest(
             collect()  # a good batch in flight is still committed
         committer.shutdown()
         if writer is not None:
-            writer.finish_run("failed", error=str(exc) or type(exc).__name__)
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            writer.finish_run(status, error=str(exc) or type(exc).__name__)
         raise
     committer.shutdown()
     if writer is not None:

@@ -8,7 +8,6 @@ subject nor non-finite. Features whose variance is indistinguishable from zero (
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -23,9 +22,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
-from dask.callbacks import Callback
 
 from . import __version__
+from ._progress import RowCountingTarget
 from .errors import EmbstoreError, StoreError
 from .labels import RESERVED_NAMES
 from .store import (
@@ -178,19 +177,6 @@ class NormalizeReport:
         return text
 
 
-class _TaskProgress(Callback):
-    def __init__(self, progress: Callable[[int, int], None]) -> None:
-        super().__init__()
-        self._progress, self._done, self._total = progress, 0, 0
-
-    def _start_state(self, dsk: Any, state: Any) -> None:
-        self._total = len(state["ready"]) + len(state["waiting"]) + len(state["running"])
-
-    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        self._done += 1
-        self._progress(self._done, self._total)
-
-
 def normalize_store(
     store: str | os.PathLike[str],
     *,
@@ -223,10 +209,9 @@ def normalize_store(
         )
         stage = staging_dir(path) / uuid.uuid4().hex
         stage.mkdir(parents=True)
-        watch = _TaskProgress(progress) if progress else contextlib.nullcontext()
         try:
-            with dask.config.set(scheduler="threads"), watch:
-                constant = _write_staged(ds, path, stage, name, variable)
+            with dask.config.set(scheduler="threads"):
+                constant = _write_staged(ds, path, stage, name, variable, progress)
             _swap_in(path, stage, name)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
@@ -267,7 +252,14 @@ def _check_name(name: str, variable: str) -> None:
         raise EmbstoreError(f"{name!r} cannot be the name of a normalized variable")
 
 
-def _write_staged(ds: xr.Dataset, path: Path, stage: Path, name: str, variable: str) -> list[int]:
+def _write_staged(
+    ds: xr.Dataset,
+    path: Path,
+    stage: Path,
+    name: str,
+    variable: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[int]:
     """Compute statistics (one pass), then the normalized matrix (one pass), into ``stage``."""
     source = zarr.open_array(str(path / variable), mode="r")
     mean, std = dask.compute(ds[f"{name}_mean"].data, ds[f"{name}_std"].data)
@@ -301,7 +293,9 @@ def _write_staged(ds: xr.Dataset, path: Path, stage: Path, name: str, variable: 
     normalized = _apply(
         ds[variable].data, mean, _scale(mean, std, attrs["rows_used"], attrs["eps"])
     )
-    da.store(normalized, target, lock=False)
+    rows = source.shape[0]  # progress counts rows written; the statistics pass above shows none
+    into = RowCountingTarget(target, progress, rows) if progress else target
+    da.store(normalized, into, lock=False)
     if constant:
         log.warning(
             "%d feature(s) have ~zero variance and were scaled by 1: %s",

@@ -10,15 +10,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
-from .inspect import pca, sample_rows
-from .plots import plot_cosine_heatmap, plot_distributions, plot_norms, plot_pca, plot_profiles
+from .plots import (
+    plot_before_after,
+    plot_cosine_heatmap,
+    plot_distributions,
+    plot_norms,
+    plot_pca,
+    plot_profiles,
+)
+from .stats import Scan, pca, sample_rows
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from .inspect import InspectResult
 
-PROFILE_ROWS = 5
+#: Values listed per label before "N more".
+COUNT_ROWS = 15
 
 # Marks the page as loaded only once every image decoded (checked by the headless-browser test).
 _LOAD_CHECK = """<script>
@@ -34,30 +45,22 @@ window.addEventListener("load", () => {
 def write_report(
     ds: xr.Dataset,
     result: InspectResult,
+    scanned: Scan,
     directory: str | os.PathLike[str],
     *,
     sample: int = 500,
     seed: int = 0,
-    color_by: str = "age_mo",
 ) -> Path:
-    """Write the PNGs and ``report.html`` into ``directory``; return the HTML's path."""
+    """Write the PNGs and ``report.html`` into ``directory``; return the HTML's path.
+
+    ``scanned`` is the pass :func:`~embstore.quality.inspect.inspect_store` made (with its
+    covariance, so the PCA costs no second pass).
+    """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    variable = result.variable
-    order_by = color_by if color_by in ds.coords else None
+    order_by = result.color_by
     rows = sample_rows(ds, sample, seed=seed, order_by=order_by)
-    figures = {}
-    if len(rows):
-        model = pca(ds, variable=variable)
-        figures = {
-            "cosine_similarity.png": plot_cosine_heatmap(
-                ds, rows, variable=variable, order_by=order_by
-            ),
-            "distributions.png": plot_distributions(ds, result.summary, rows, variable=variable),
-            "pca.png": plot_pca(ds, model, rows, variable=variable, color_by=order_by),
-            "profiles.png": plot_profiles(ds, np.sort(rows)[:PROFILE_ROWS], variable=variable),
-            "l2_norms.png": plot_norms(result.summary),
-        }
+    figures = _figures(ds, result, scanned, rows) if len(rows) else {}
     for name, fig in figures.items():
         fig.savefig(out / name, dpi=110)
     page = out / "report.html"
@@ -65,6 +68,39 @@ def write_report(
     tmp.write_text(_html(result, out, list(figures), len(rows), seed), encoding="utf-8")
     os.replace(tmp, page)
     return page
+
+
+def _figures(
+    ds: xr.Dataset, result: InspectResult, scanned: Scan, rows: np.ndarray
+) -> dict[str, Figure]:
+    variable, colour = result.variable, result.color_by
+    figures = {
+        "cosine_similarity.png": plot_cosine_heatmap(ds, rows, variable=variable, order_by=colour),
+        "distributions.png": plot_distributions(ds, result.summary, rows, variable=variable),
+        "pca.png": plot_pca(ds, pca(scanned), rows, variable=variable, color_by=colour),
+        "profiles.png": plot_profiles(ds, rows, variable=variable, group_by=colour),
+        "l2_norms.png": plot_norms(result.summary),
+    }
+    source = result.summary.provenance.get("source")
+    if isinstance(source, str) and source in ds.data_vars and source != variable:
+        figures["before_after.png"] = plot_before_after(
+            ds,
+            rows,
+            variable=variable,
+            source=source,
+            excluded_subjects=result.summary.provenance.get("exclude_subjects", []),
+        )
+    return figures
+
+
+def _counts(name: str, series: pd.Series) -> str:
+    """Rows per value, most rows first, the tail folded into "N more"."""
+    shown = [[k, v] for k, v in series.iloc[:COUNT_ROWS].items()]
+    rest = series.iloc[COUNT_ROWS:]
+    if len(rest):
+        shown.append([f"{len(rest)} more values", int(rest.sum())])
+    title = f"rows per {name} ({len(series)} value{'s' if len(series) != 1 else ''})"
+    return f"<h3>{html.escape(title)}</h3>" + _table([name, "rows"], shown)
 
 
 def _table(headers: list[str], rows: list[list[object]]) -> str:
@@ -97,17 +133,13 @@ def _html(result: InspectResult, out: Path, images: list[str], sampled: int, see
         ]
         for stat in ("mean", "std", "min", "max")
     ]
-    counts = "".join(
-        f"<h3>rows per {html.escape(name)}</h3>"
-        + _table([name, "rows"], [[k, v] for k, v in series.items()][:60])
-        for name, series in result.summary.counts.items()
-    )
+    counts = "".join(_counts(name, series) for name, series in result.summary.counts.items())
     pictures = "".join(
         f'<figure><a href="{name}"><img alt="{name}" src="data:image/png;base64,'
         f'{base64.b64encode((out / name).read_bytes()).decode()}"></a><figcaption>{name}</figcaption></figure>'
         for name in images
     )
-    provenance = html.escape(json.dumps(result.summary.provenance, indent=1)) or "(stored vectors)"
+    provenance = html.escape(json.dumps(result.summary.provenance, indent=1, default=str))
     verdict = "all checks passed" if result.passed else "some checks FAILED"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>embstore inspect: {html.escape(result.store)}</title>
