@@ -139,13 +139,8 @@ def _progress(
     )
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(what, total=None)
-        started = False
 
         def update(done: int, total: int) -> None:
-            nonlocal started
-            if not started:  # a resumed run starts at its stored rows: not counted in the rate
-                bar.reset(task, completed=done, total=total)
-                started = True
             bar.update(task, completed=done, total=total)
 
         yield update

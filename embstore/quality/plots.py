@@ -219,8 +219,15 @@ def _groups(values: np.ndarray, groups: int) -> np.ndarray:
     edges = np.unique(np.quantile(values[given], np.linspace(0, 1, groups + 1)))
     bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
     lows = [values[given & (bins == b)] for b in range(len(edges) - 1)]
-    names = np.array([f"{v.min():g}-{v.max():g}" if len(v) else "" for v in lows], dtype=object)
+    names = np.array([_span(v) for v in lows], dtype=object)
     return np.where(given, names[bins], "(missing)").astype(str)
+
+
+def _span(values: np.ndarray) -> str:
+    if not len(values):
+        return ""
+    low, high = values.min(), values.max()
+    return f"{low:g}" if low == high else f"{low:g}-{high:g}"
 
 
 def plot_norms(summary: Summary) -> Figure:

@@ -28,6 +28,20 @@ if TYPE_CHECKING:
 
     from .inspect import InspectResult
 
+#: What each picture answers (shown under it).
+CAPTIONS = {
+    "cosine_similarity.png": "do rows with the same label look alike? Blocks along the diagonal"
+    " mean they do; lines mark where the ordering label changes.",
+    "distributions.png": "the values of the sampled rows, and the variance of each dimension"
+    " over every row (dead or extreme dimensions stand out).",
+    "pca.png": "the first two principal axes coloured by a label, and how many components hold"
+    " 95% of the variance.",
+    "profiles.png": "per-dimension mean ± std of the largest groups against all sampled rows:"
+    " where a group departs from the black line, its vectors differ.",
+    "l2_norms.png": "the length of every finite row; outliers and several modes show here.",
+    "before_after.png": "the same rows before and after normalization; subjects left out of the"
+    " statistics are marked with crosses.",
+}
 #: Values listed per label before "N more".
 COUNT_ROWS = 15
 
@@ -100,7 +114,11 @@ def _counts(name: str, series: pd.Series) -> str:
     if len(rest):
         shown.append([f"{len(rest)} more values", int(rest.sum())])
     title = f"rows per {name} ({len(series)} value{'s' if len(series) != 1 else ''})"
-    return f"<h3>{html.escape(title)}</h3>" + _table([name, "rows"], shown)
+    return (
+        f'<div class="count"><h3>{html.escape(title)}</h3>'
+        + _table([name, "rows"], shown)
+        + "</div>"
+    )
 
 
 def _table(headers: list[str], rows: list[list[object]]) -> str:
@@ -134,18 +152,20 @@ def _html(result: InspectResult, out: Path, images: list[str], sampled: int, see
         for stat in ("mean", "std", "min", "max")
     ]
     counts = "".join(_counts(name, series) for name, series in result.summary.counts.items())
+    counts = f'<div class="counts">{counts}</div>' if counts else ""
     pictures = "".join(
         f'<figure><a href="{name}"><img alt="{name}" src="data:image/png;base64,'
-        f'{base64.b64encode((out / name).read_bytes()).decode()}"></a><figcaption>{name}</figcaption></figure>'
+        f'{base64.b64encode((out / name).read_bytes()).decode()}"></a><figcaption><b>{name}</b>: {html.escape(CAPTIONS.get(name, ""))}</figcaption></figure>'
         for name in images
     )
-    provenance = html.escape(json.dumps(result.summary.provenance, indent=1, default=str))
+    provenance = html.escape(json.dumps(result.summary.provenance, indent=2, default=str))
     verdict = "all checks passed" if result.passed else "some checks FAILED"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>embstore inspect: {html.escape(result.store)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}}img{{max-width:100%}}
-figure{{margin:1em 0}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style>{_LOAD_CHECK}</head>
+figure{{margin:1.5em 0}}figcaption{{font-size:14px;color:#333}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}
+.counts{{display:flex;flex-wrap:wrap;gap:0 2.5em;align-items:flex-start}}</style>{_LOAD_CHECK}</head>
 <body><h1>embstore inspect</h1>
 <p>Store <code>{html.escape(result.store)}</code>, variable <b>{html.escape(result.variable)}</b>,
 {result.summary.rows} rows: <b>{verdict}</b>. Checks and statistics cover every row; pictures use

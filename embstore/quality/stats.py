@@ -335,17 +335,20 @@ def check_label(ds: xr.Dataset, name: str | None) -> str | None:
 def summary(
     ds: xr.Dataset | Scan, *, variable: str = "embedding", source: xr.Dataset | None = None
 ) -> Summary:
-    """Per-feature mean/std/min/max, L2 norms and rows per value of every label (most rows
-    first; missing values counted as ``(missing)``)."""
+    """Per-feature mean/std/min/max, L2 norms and rows per value of every label (missing
+    values first as ``(missing)``, then most rows first, ties in the values' order)."""
     sc = ds if isinstance(ds, Scan) else scan(ds, variable=variable)
     frame = ds if isinstance(ds, xr.Dataset) else source
     counts = {}
     for name in labels(frame) if frame is not None else []:
-        values = np.asarray(frame[name].values)
-        shown = np.where(known(values), values.astype(str), "(missing)")
-        table = pd.Series(shown).value_counts()
-        order = np.lexsort((table.index.to_numpy(dtype=str), -table.to_numpy()))
-        counts[name] = table.iloc[order]
+        values = pd.Series(np.asarray(frame[name].values))
+        table = values[known(values.to_numpy())].value_counts()
+        table = table.iloc[np.lexsort((table.index.to_numpy(), -table.to_numpy()))]
+        table.index = table.index.astype(str)  # ties in the values' own order (6 before 10)
+        missing = int((~known(values.to_numpy())).sum())
+        if missing:  # first, so that a long tail never hides it
+            table = pd.concat([pd.Series({"(missing)": missing}), table])
+        counts[name] = table
     norms = xr.DataArray(
         sc.norms, dims=(SAMPLE,), coords={"path": (SAMPLE, sc.paths)}, name="l2_norm"
     )

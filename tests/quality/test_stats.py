@@ -153,7 +153,7 @@ def test_counts_are_sorted_by_rows_with_missing_named(tmp_path):
         [str(i) for i in range(13)], np.ones((13, 2)), {"subject": subjects}
     )
     counts = insp.summary(embstore.open(tmp_path / "s.zarr")).counts
-    assert list(counts["subject"].items()) == [("a", 5), ("b", 3), ("c", 3), ("(missing)", 2)]
+    assert list(counts["subject"].items()) == [("(missing)", 2), ("a", 5), ("b", 3), ("c", 3)]
     assert list(counts["age_mo"].items()) == [("(missing)", 13)]
 
 
