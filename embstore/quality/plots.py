@@ -20,6 +20,8 @@ from .stats import PCA, Summary, known
 _MAX_CATEGORIES = 20
 #: Most tick labels drawn along a heatmap axis (groups in between are unlabelled).
 _MAX_TICKS = 24
+#: Subjects drawn by :func:`plot_before_after` (those with most rows, plus every excluded one).
+_MAX_SUBJECTS = 40
 #: Groups drawn by :func:`plot_profiles`.
 PROFILE_GROUPS = 4
 
@@ -39,10 +41,17 @@ def plot_cosine_heatmap(
     label the rows are sorted by) lines mark where its value changes and ticks name the value."""
     x = _rows(ds, variable, rows)
     unit = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+    similarity = unit @ unit.T
+    # colours span the 1st-99th percentile of the pairs: a common offset (every pair near 0.9)
+    # would otherwise leave one flat colour and hide the blocks
+    pairs = similarity[~np.eye(len(similarity), dtype=bool)]
+    low, high = np.percentile(pairs, [1, 99]) if len(pairs) else (-1.0, 1.0)
     fig = Figure(figsize=(7.5, 6.5), layout="constrained")
     ax = fig.add_subplot()
-    image = ax.imshow(unit @ unit.T, vmin=-1, vmax=1, cmap="RdBu_r", interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="cosine similarity", shrink=0.8)
+    image = ax.imshow(
+        similarity, vmin=low, vmax=max(high, low + 1e-6), cmap="viridis", interpolation="nearest"
+    )
+    fig.colorbar(image, ax=ax, label="cosine similarity (1st-99th percentile)", shrink=0.8)
     title = f"cosine similarity of {len(rows)} sampled rows"
     if order_by is not None:
         _group_ticks(ax, _label_text(np.asarray(ds[order_by].values)[np.asarray(rows)]))
@@ -61,8 +70,8 @@ def _group_ticks(ax: Axes, values: np.ndarray) -> None:
     starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
     ends = np.r_[starts[1:], len(values)]
     for edge in starts[1:]:
-        ax.axhline(edge - 0.5, color="black", lw=0.6)
-        ax.axvline(edge - 0.5, color="black", lw=0.6)
+        ax.axhline(edge - 0.5, color="white", lw=0.9)
+        ax.axvline(edge - 0.5, color="white", lw=0.9)
     keep = np.arange(len(starts))[:: max(1, int(np.ceil(len(starts) / _MAX_TICKS)))]
     centres = (starts[keep] + ends[keep] - 1) / 2
     names = [str(values[s])[:14] for s in starts[keep]]
@@ -83,7 +92,9 @@ def plot_distributions(
     left.set_ylabel("count")
     var = summary.features["var"].values
     right.plot(np.arange(len(var)), var, lw=0.8, color="tab:orange")
-    right.set_yscale("log" if (var > 0).all() else "linear")
+    finite = var[np.isfinite(var)]
+    wide = len(finite) and (finite > 0).all() and finite.max() > 100 * finite.min()
+    right.set_yscale("log" if wide else "linear")  # log only where the range needs it
     right.set_title(f"variance per dimension (all {summary.rows} rows)")
     right.set_xlabel("dimension")
     right.set_ylabel("variance")
@@ -198,12 +209,13 @@ def plot_profiles(
         ax.plot(dims, everyone[0], color="black", lw=0.8, label="mean of all sampled rows")
         for bound in (everyone[0] - everyone[1], everyone[0] + everyone[1]):
             ax.plot(dims, bound, color="black", lw=0.6, ls=":")
-        title = f"{group_by} {value}" if group_by else value
+        title = f"{group_by} = {value}" if group_by else value
         ax.set_title(title, fontsize=9, loc="left")
         ax.set_ylabel("value")
         ax.legend(fontsize=7, loc="upper left")
     axes[-1].set_xlabel("dimension, sorted by the mean of all sampled rows (dotted: ± std)")
-    fig.suptitle(f"per-dimension mean ± std of {len(rows)} sampled rows, by {group_by or 'all'}")
+    by = f", by {group_by}" if group_by else ""
+    fig.suptitle(f"per-dimension mean ± std of {len(rows)} sampled rows{by}")
     return fig
 
 
@@ -251,18 +263,23 @@ def plot_before_after(
     excluded_subjects: Sequence[str] = (),
 ) -> Figure:
     """The same sampled rows before (``source``) and after (``variable``) normalization, each
-    projected on its own first two principal axes (fit on these rows); rows of subjects left
-    out of the statistics are marked."""
+    projected on its own first two principal axes (fit on these rows), and below how far each
+    subject's mean sits from the statistics' mean after normalization. Subjects left out of
+    the statistics are marked in red."""
     subjects = (
         np.asarray(ds["subject"].values).astype(str)[np.asarray(rows)]
         if "subject" in ds.coords
         else np.full(len(rows), "")
     )
     excluded = np.isin(subjects, np.asarray(list(excluded_subjects), dtype=str))
-    fig = Figure(figsize=(12, 5), layout="constrained")
-    for ax, name in zip(fig.subplots(1, 2), (source, variable), strict=True):
+    fig = Figure(figsize=(12, 8.5), layout="constrained")
+    axes = fig.subplot_mosaic([[source, variable], ["subjects", "subjects"]], height_ratios=[5, 3])
+    after = None
+    for name in (source, variable):
+        ax = axes[name]
         x = _rows(ds, name, rows)
         x = x[:, np.isfinite(x).all(axis=0)]
+        after = x
         centred = x - x.mean(axis=0)
         _, s, vt = np.linalg.svd(centred, full_matrices=False)
         points = centred @ vt[:2].T
@@ -282,5 +299,29 @@ def plot_before_after(
         ax.set_xlabel(f"PC1 ({share[0]:.1%})")
         ax.set_ylabel(f"PC2 ({share[1]:.1%})" if len(share) > 1 else "PC2")
         ax.legend(fontsize=7, loc="best")
+    _subject_offsets(axes["subjects"], after, subjects, set(subjects[excluded]), variable)
     fig.suptitle(f"{len(rows)} sampled rows before and after normalization (axes fit on them)")
     return fig
+
+
+def _subject_offsets(
+    ax: Axes, x: np.ndarray, subjects: np.ndarray, excluded: set[str], variable: str
+) -> None:
+    """Per subject: RMS over dimensions of its mean normalized vector (in std units), with the
+    level that noise alone gives for that many rows (1/sqrt(n)) as a tick."""
+    names, counts = np.unique(subjects, return_counts=True)
+    order = np.lexsort((names, -counts))
+    shown = list(names[order][:_MAX_SUBJECTS])
+    shown += sorted(excluded - set(shown))
+    offsets = [float(np.sqrt(np.mean(x[subjects == n].mean(axis=0) ** 2))) for n in shown]
+    noise = [1 / np.sqrt((subjects == n).sum()) for n in shown]
+    colours = ["tab:red" if n in excluded else "tab:blue" for n in shown]
+    where = np.arange(len(shown))
+    ax.bar(where, offsets, color=colours)
+    ax.scatter(where, noise, marker="_", s=200, color="black", label="noise level of n rows")
+    ax.set_xticks(where, [n or "(missing)" for n in shown], rotation=90 if len(shown) > 8 else 0)
+    ax.set_ylim(0, 1.3 * max([*offsets, *noise, 1e-12]))  # room for the legend
+    ax.set_xlabel("subject (red: excluded from the statistics)")
+    ax.set_ylabel("RMS of the mean (std)")
+    ax.set_title(f"how far each subject's mean {variable} vector sits from the statistics' mean")
+    ax.legend(fontsize=7, loc="upper right")

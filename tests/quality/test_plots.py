@@ -56,7 +56,7 @@ def test_numeric_colour_has_a_colourbar(ds):
     ("group_by", "titles"),
     [
         ("subject", None),
-        ("age_mo", ["age_mo 6", "age_mo 7", "age_mo 8", "age_mo 9"]),
+        ("age_mo", ["age_mo = 6", "age_mo = 7", "age_mo = 8", "age_mo = 9"]),
         (None, ["all rows"]),
     ],
     ids=["string", "numeric", "none"],
@@ -69,7 +69,7 @@ def test_profiles_are_bands_per_group(ds, group_by, titles):
     if titles is not None:
         assert got == titles
     else:
-        assert len(got) == plots.PROFILE_GROUPS and all(t.startswith("subject ") for t in got)
+        assert len(got) == plots.PROFILE_GROUPS and all(t.startswith("subject = ") for t in got)
     assert all(ax.collections for ax in panels)  # the std band
     assert "sorted by the mean" in panels[-1].get_xlabel()
 
@@ -83,7 +83,7 @@ def test_numeric_label_with_many_values_is_binned(tmp_path):
     ds = embstore.open(tmp_path / "s.zarr")
     fig = plots.plot_profiles(ds, np.arange(40), group_by="age_mo", groups=4)
     titles = [ax.get_title(loc="left") for ax in fig.axes]
-    assert titles == ["age_mo 0-4", "age_mo 5-9", "age_mo 10-14", "age_mo 15-19"]
+    assert titles == ["age_mo = 0-4", "age_mo = 5-9", "age_mo = 10-14", "age_mo = 15-19"]
 
 
 def test_before_after_marks_excluded_subjects(normalized):
@@ -93,13 +93,38 @@ def test_before_after_marks_excluded_subjects(normalized):
     fig = plots.plot_before_after(
         ds, rows, variable="normalized", source="embedding", excluded_subjects=[excluded]
     )
-    before, after = fig.axes
+    before, after, subjects = fig.axes
     assert before.get_title() == "embedding (before)" and after.get_title() == "normalized (after)"
     marked = int((np.asarray(ds.subject.values)[rows] == excluded).sum())
     for ax in (before, after):
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
         assert labels == ["in the statistics", f"excluded: {excluded}"]
         assert len(ax.collections[1].get_offsets()) == marked
+    names = [t.get_text() for t in subjects.get_xticklabels()]
+    red = [
+        n for n, bar in zip(names, subjects.patches, strict=True) if bar.get_facecolor()[0] > 0.8
+    ]
+    assert sorted(names) == sorted(set(ds.subject.values)) and red == [excluded]
+
+
+def test_a_subject_offset_stands_out_after_normalization(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 8))
+    subjects = np.repeat(["a", "b", "c"], 40)
+    x[subjects == "c"] += 3.0  # c sits 3 std away from a and b
+    embstore.StoreWriter(tmp_path / "s.zarr", feature_size=8).append(
+        [str(i) for i in range(120)], x, {"subject": subjects}
+    )
+    embstore.normalize_store(tmp_path / "s.zarr", exclude_subjects=["c"])
+    ds = embstore.open(tmp_path / "s.zarr")
+    fig = plots.plot_before_after(
+        ds, np.arange(120), variable="normalized", source="embedding", excluded_subjects=["c"]
+    )
+    heights = {
+        t.get_text(): bar.get_height()
+        for t, bar in zip(fig.axes[2].get_xticklabels(), fig.axes[2].patches, strict=True)
+    }
+    assert heights["c"] > 2.5 and heights["a"] < 0.5 and heights["b"] < 0.5
 
 
 def test_distributions_and_norms(ds):
