@@ -3,56 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-import pandas as pd
 
 from .._progress import Progress
 from ..errors import EmbstoreError
-from .stats import EXTREME_FACTOR, Summary, check_label, health, scan, summary
-
-
-@dataclass
-class InspectResult:
-    """What :func:`inspect_store` found (and wrote)."""
-
-    store: str
-    variable: str
-    health: pd.DataFrame
-    summary: Summary
-    report: str | None = None
-    color_by: str | None = None
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.health["passed"].all())
-
-    def to_dict(self) -> dict[str, Any]:
-        features = self.summary.features
-        return {
-            "store": self.store,
-            "variable": self.variable,
-            "rows": self.summary.rows,
-            "passed": self.passed,
-            "checks": {
-                name: {k: _plain(v) for k, v in row.items()} for name, row in self.health.iterrows()
-            },
-            "features": {
-                name: features[name].values.tolist() for name in ("mean", "std", "min", "max")
-            },
-            "norms": {k: float(v) for k, v in self.summary.norm_stats().items()},
-            "counts": {
-                k: {str(i): int(c) for i, c in v.items()} for k, v in self.summary.counts.items()
-            },
-            "provenance": self.summary.provenance,
-            "report": self.report,
-        }
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+from .stats import EXTREME_FACTOR, InspectResult, check_label, health, scan, summary
 
 
 def inspect_store(

@@ -21,12 +21,10 @@ from .plots import (
     plot_pca,
     plot_profiles,
 )
-from .stats import Scan, pca, sample_rows
+from .stats import InspectResult, Scan, pca, sample_rows
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from .inspect import InspectResult
 
 #: What each picture answers (shown under it).
 CAPTIONS = {

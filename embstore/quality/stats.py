@@ -146,12 +146,6 @@ def scan(
         )
     nan_rows, inf_rows, zero_rows, norms, fingerprints, mean_, var, fmin, fmax = parts[:9]
     nonfinite = nan_rows | inf_rows
-    cov = None
-    if covariance:
-        n = max(int((~nonfinite).sum()), 1)
-        gram, total = parts[9], parts[10]
-        centre = total / n  # mean - shift
-        cov = gram / n - np.outer(centre, centre)
     features = xr.Dataset(
         {
             "mean": (FEATURE, mean_),
@@ -161,15 +155,11 @@ def scan(
             "max": (FEATURE, fmax.astype(np.float64)),
         }
     )
-    paths = (
-        np.asarray(ds["path"].values, dtype=object)
-        if "path" in ds.coords
-        else np.arange(len(norms))
-    )
+    paths = np.asarray(ds["path"].values, dtype=object) if "path" in ds.coords else None
     return Scan(
         variable,
         int(x.shape[0]),
-        paths,
+        paths if paths is not None else np.arange(len(norms)),
         nan_rows,
         inf_rows,
         zero_rows,
@@ -177,8 +167,15 @@ def scan(
         fingerprints,
         features,
         variable_provenance(ds, variable),
-        cov,
+        _covariance(*parts[9:], rows=int((~nonfinite).sum())) if covariance else None,
     )
+
+
+def _covariance(gram: np.ndarray, total: np.ndarray, *, rows: int) -> np.ndarray:
+    """Covariance from the sums of shifted rows and of their outer products."""
+    n = max(rows, 1)
+    centre = total / n  # the mean minus the shift
+    return gram / n - np.outer(centre, centre)
 
 
 def _duplicate_groups(sc: Scan, x: xr.DataArray) -> list[np.ndarray]:
@@ -412,3 +409,44 @@ def pca(ds: xr.Dataset | Scan, *, variable: str = "embedding", n_components: int
     total = values.sum()
     ratio = values / total if total > 0 else np.zeros_like(values)
     return PCA(sc.features["mean"].values, vectors[:, :n_components].T, ratio)
+
+
+@dataclass
+class InspectResult:
+    """What :func:`inspect_store` found (and wrote)."""
+
+    store: str
+    variable: str
+    health: pd.DataFrame
+    summary: Summary
+    report: str | None = None
+    color_by: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.health["passed"].all())
+
+    def to_dict(self) -> dict[str, Any]:
+        features = self.summary.features
+        return {
+            "store": self.store,
+            "variable": self.variable,
+            "rows": self.summary.rows,
+            "passed": self.passed,
+            "checks": {
+                name: {k: _plain(v) for k, v in row.items()} for name, row in self.health.iterrows()
+            },
+            "features": {
+                name: features[name].values.tolist() for name in ("mean", "std", "min", "max")
+            },
+            "norms": {k: float(v) for k, v in self.summary.norm_stats().items()},
+            "counts": {
+                k: {str(i): int(c) for i, c in v.items()} for k, v in self.summary.counts.items()
+            },
+            "provenance": self.summary.provenance,
+            "report": self.report,
+        }
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
