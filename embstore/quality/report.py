@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..store import SAMPLE
 from .plots import (
     plot_before_after,
     plot_cosine_heatmap,
@@ -86,6 +87,12 @@ def _figures(
     ds: xr.Dataset, result: InspectResult, scanned: Scan, rows: np.ndarray
 ) -> dict[str, Figure]:
     variable, colour = result.variable, result.color_by
+    source = result.summary.provenance.get("source")
+    if not (isinstance(source, str) and source in ds.data_vars and source != variable):
+        source = None
+    # the sampled rows, read once (scattered rows touch most chunks) for every picture
+    ds = ds[[v for v in (variable, source) if v]].isel({SAMPLE: rows}).load()
+    rows = np.arange(len(rows))
     figures = {
         "cosine_similarity.png": plot_cosine_heatmap(ds, rows, variable=variable, order_by=colour),
         "distributions.png": plot_distributions(ds, result.summary, rows, variable=variable),
@@ -93,8 +100,7 @@ def _figures(
         "profiles.png": plot_profiles(ds, rows, variable=variable, group_by=colour),
         "l2_norms.png": plot_norms(result.summary),
     }
-    source = result.summary.provenance.get("source")
-    if isinstance(source, str) and source in ds.data_vars and source != variable:
+    if source is not None:
         figures["before_after.png"] = plot_before_after(
             ds,
             rows,
