@@ -79,11 +79,19 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def _interrupt_on_sigterm() -> None:
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
     """SIGTERM (a scheduler or ``kill``) stops a run like Ctrl-C: the run is recorded as
-    interrupted and the committed batches are kept."""
-    with contextlib.suppress(ValueError):  # not the main thread (e.g. a test runner's thread)
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupted and the committed batches are kept. The previous handler comes back after."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread (e.g. a test runner's thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _command(func: F) -> F:
@@ -92,7 +100,6 @@ def _command(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         quiet = kwargs.get("quiet", False)
-        _interrupt_on_sigterm()
         logging.basicConfig(
             level=logging.ERROR if quiet else logging.WARNING,
             format="%(message)s",
@@ -100,7 +107,8 @@ def _command(func: F) -> F:
             force=True,
         )
         try:
-            return func(*args, **kwargs)
+            with _sigterm_interrupts():
+                return func(*args, **kwargs)
         except EmbstoreError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None

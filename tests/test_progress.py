@@ -6,6 +6,7 @@ import signal
 import time
 
 import pytest
+from typer.testing import CliRunner
 
 import cli
 import embstore
@@ -55,12 +56,19 @@ def test_interrupted_ingest_is_recorded_as_interrupted(npy_tree, tmp_path):
     assert last["action"] == "ingest" and last["status"] == "interrupted"
 
 
-def test_sigterm_interrupts_like_ctrl_c():
+def test_sigterm_interrupts_like_ctrl_c_then_the_old_handler_returns():
     before = signal.getsignal(signal.SIGTERM)
-    try:
-        cli._interrupt_on_sigterm()
-        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(1)  # the handler runs between bytecodes; never reached
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), cli._sigterm_interrupts():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler runs between bytecodes; never reached
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_command_stopped_by_sigterm_exits_130(store, monkeypatch):
+    def stop(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+
+    monkeypatch.setattr(embstore.inspect, "inspect_store", stop)
+    result = CliRunner().invoke(cli.app, ["inspect", str(store)])
+    assert result.exit_code == 130 and "interrupted" in result.output
