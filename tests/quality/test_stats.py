@@ -196,3 +196,14 @@ def test_provenance_of_a_normalized_variable_is_its_own_record(normalized):
     assert prov["source"] == "embedding" and prov["exclude_subjects"] == [excluded]
     ds["normalized"].attrs["embstore"] = json.dumps(prov)  # as a netCDF-safe JSON attribute
     assert insp.variable_provenance(ds, "normalized") == prov
+
+
+def test_in_memory_and_chunked_data_give_the_same_statistics(defective):
+    store, x, _ = defective
+    chunked = embstore.open(store)
+    in_memory = chunked.compute()  # numpy-backed: the same functions, no dask in the input
+    for ds in (chunked, in_memory):
+        assert insp.health(ds).loc["duplicate_rows", "indices"] == [20, 33]
+    a, b = insp.scan(chunked, covariance=True), insp.scan(in_memory, covariance=True)
+    np.testing.assert_allclose(a.covariance, b.covariance, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(a.features["max"].values, b.features["max"].values)
