@@ -2,7 +2,10 @@
 
 Errors a user or the environment can cause (bad input, a missing file, a full disk, a denied
 permission) print as one line (``error: <file>: <problem>``) with exit code 1; ``--debug``
-shows their traceback instead. ``--quiet`` silences progress bars and summaries.
+shows their traceback instead. ``--quiet`` silences progress bars and summaries. Only typer,
+rich and the light ``embstore.errors`` / ``embstore.labels`` / ``embstore.formats`` registry are
+imported here, so ``--help`` and argument errors answer at once; array libraries load when a
+command runs (``embstore`` itself is lazy).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import contextlib
 import functools
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from enum import StrEnum
@@ -33,9 +37,10 @@ from rich.table import Table
 from rich.text import Text
 
 import embstore
+from embstore.constants import DEFAULT_BATCH_ROWS
 from embstore.errors import EmbstoreError
 from embstore.formats import FORMATS
-from embstore.ingest import DEFAULT_BATCH_ROWS
+from embstore.labels import LAYOUTS
 
 app = typer.Typer(
     name="embstore",
@@ -43,6 +48,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain click help: flags show no <bool> placeholder
 )
 out = Console()
 err = Console(stderr=True)
@@ -61,11 +67,13 @@ Scheduler = Annotated[
     str | None,
     typer.Option(help="dask scheduler: threads (default), local:N, or a scheduler address."),
 ]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
-
-class Layout(StrEnum):
-    babyview = "babyview"
-    mimic_echo = "mimic-echo"
+#: The layouts the library knows (labels.LAYOUTS), as a choice.
+Layout = StrEnum("Layout", {name.replace("-", "_"): name for name in LAYOUTS})
+LAYOUT_HELP = "Read labels from paths in this layout: " + "; ".join(
+    f"{name} = {layout.template or layout.pattern}" for name, layout in LAYOUTS.items()
+)
 
 
 class Duplicate(StrEnum):
@@ -104,6 +112,25 @@ def _describe_os_error(exc: OSError, where: object) -> str:
     return f"{' -> '.join(map(str, names))}: {problem}"
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a scheduler or ``kill``) stops a run like Ctrl-C: the run is recorded as
+    interrupted and the committed batches are kept. The previous handler comes back after."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread (e.g. a test runner's thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _command(func: F) -> F:
     """Register ``func`` as a command that turns user and environment errors into one line."""
 
@@ -117,7 +144,8 @@ def _command(func: F) -> F:
             force=True,
         )
         try:
-            return func(*args, **kwargs)
+            with _sigterm_interrupts():
+                return func(*args, **kwargs)
         except (EmbstoreError, OSError) as exc:
             if _debug:
                 raise
@@ -178,12 +206,11 @@ def _say(quiet: bool, text: str) -> None:
 @_command
 def ingest_cmd(
     sources: Annotated[
-        list[Path], typer.Argument(help=".npy folders, .pt dict files or .h5 exports.")
+        list[Path],
+        typer.Argument(metavar="SOURCE", help=".npy folders, .pt dict files or .h5 exports."),
     ],
     store: StorePath,
-    layout: Annotated[
-        Layout | None, typer.Option(help="Read labels from paths in this layout.")
-    ] = None,
+    layout: Annotated[Layout | None, typer.Option(help=LAYOUT_HELP)] = None,
     pattern: Annotated[
         str | None,
         typer.Option(help="Regex with named groups (subject, age_mo, category...) for labels."),
@@ -191,7 +218,7 @@ def ingest_cmd(
     labels: Annotated[Path | None, typer.Option(help="CSV of extra labels joined by path.")] = None,
     labels_key: Annotated[str, typer.Option(help="The CSV column holding paths.")] = "path",
     skip_bad: Annotated[
-        bool, typer.Option(help="Skip and report bad rows instead of failing.")
+        bool, typer.Option("--skip-bad", help="Skip and report bad rows instead of failing.")
     ] = False,
     on_duplicate: Annotated[
         Duplicate, typer.Option(help="A path already stored: skip it or fail.")
@@ -240,7 +267,7 @@ def normalize_cmd(
     variable: Annotated[str, typer.Option(help="Variable to normalize.")] = "embedding",
     eps: Annotated[float, typer.Option(help="Added to the std.")] = 1e-10,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace an existing variable of that name.")
+        bool, typer.Option("--overwrite", help="Replace an existing variable of that name.")
     ] = False,
     scheduler: Scheduler = None,
     quiet: Quiet = False,
@@ -248,7 +275,7 @@ def normalize_cmd(
     """Feature-wise normalization with subjects excluded from the statistics only.
 
     One new version holds the variable and its statistics."""
-    with _progress(quiet, "normalize", "tasks") as progress:
+    with _progress(quiet, "normalize") as progress:
         report = embstore.normalize_store(
             store,
             exclude_subjects=exclude_subject or [],
@@ -266,7 +293,7 @@ def normalize_cmd(
 def info_cmd(
     store: StoreArg,
     version: Version = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
     """Rows, feature size, labels, variables (provenance, coverage), flagged rows."""
@@ -313,7 +340,9 @@ def export_cmd(
     ],
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")],  # noqa: A002
     variable: Annotated[str, typer.Option(help="Variable to export.")] = "embedding",
-    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT if it exists.")
+    ] = False,
     version: Version = None,
     quiet: Quiet = False,
 ) -> None:
@@ -336,7 +365,7 @@ def validate_cmd(
     store: StoreArg,
     version: Version = None,
     deep: Annotated[bool, typer.Option("--deep", help="Read every chunk of every array.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
     """Check the schema and consistency (lengths, unique paths); --deep reads every chunk."""
@@ -370,29 +399,37 @@ def inspect_cmd(
         str, typer.Option(help="Variable to inspect (e.g. normalized).")
     ] = "embedding",
     report: Annotated[Path | None, typer.Option(help="Write PNGs and report.html here.")] = None,
-    strict: Annotated[bool, typer.Option(help="Exit 1 if any health check fails.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 if any health check fails.")
+    ] = False,
     sample: Annotated[int, typer.Option(min=2, help="Rows sampled for the pictures.")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the picture sample.")] = 0,
     color_by: Annotated[
-        str, typer.Option(help="Label that colours the PCA and orders the heatmap.")
-    ] = "age_mo",
+        str | None,
+        typer.Option(
+            help="Label that colours the PCA and orders the heatmap "
+            "(default: age_mo, subject or category, the first that has values)."
+        ),
+    ] = None,
     version: Version = None,
     scheduler: Scheduler = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
     """Health checks (NaN/Inf/zero/duplicate rows, dead or extreme dimensions) and statistics
     over every row; pictures and an HTML report with --report."""
-    result = embstore.inspect.inspect_store(
-        store,
-        variable=variable,
-        report=report,
-        sample=sample,
-        seed=seed,
-        color_by=color_by,
-        version=version,
-        scheduler=scheduler,
-    )
+    with _progress(quiet or as_json, "inspect") as progress:
+        result = embstore.inspect.inspect_store(
+            store,
+            variable=variable,
+            report=report,
+            sample=sample,
+            seed=seed,
+            color_by=color_by,
+            version=version,
+            scheduler=scheduler,
+            progress=progress,
+        )
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     elif not quiet:
@@ -477,9 +514,7 @@ def extract(
     shard: Annotated[
         str | None, typer.Option(help="I/N: this process's part of the inputs.")
     ] = None,
-    layout: Annotated[
-        Layout | None, typer.Option(help="Read labels from paths in this layout.")
-    ] = None,
+    layout: Annotated[Layout | None, typer.Option(help=LAYOUT_HELP)] = None,
     dicom_tags: Annotated[
         str, typer.Option(help="Comma-separated DICOM keywords to store as labels.")
     ] = "",
@@ -607,7 +642,8 @@ def upgrade(
 @_command
 def demo(
     directory: Annotated[
-        Path, typer.Argument(help="Folder for the generated data, store and exports.")
+        Path,
+        typer.Argument(metavar="DIR", help="Folder for the generated data, store and exports."),
     ],
     subjects: Annotated[int, typer.Option(min=2, help="Subjects to generate.")] = 6,
     categories: Annotated[int, typer.Option(min=1, help="Categories to generate.")] = 20,

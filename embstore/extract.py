@@ -298,7 +298,8 @@ def extract(
                 progress(done * spec.clips, len(todo) * spec.clips)
         commit()
     except BaseException as exc:
-        writer.finish_run("failed", error=str(exc) or type(exc).__name__)
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        writer.finish_run(status, error=str(exc) or type(exc).__name__)
         raise
     report.seconds = time.perf_counter() - start
     report.rows = writer.rows

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .constants import DEFAULT_BATCH_ROWS
 from .errors import BadInputError, EmbstoreError
 from .formats import open_source
 from .formats.base import BadRow, Source, SourceBatch
@@ -27,8 +28,6 @@ from .store import AppendResult, StoreWriter, is_store
 
 log = logging.getLogger(__name__)
 
-#: Rows committed together by default (8 chunks of 4096 rows; ~100 MB of 768-d float32).
-DEFAULT_BATCH_ROWS = 32768
 #: Batches that may wait for their commit while the next ones are read.
 COMMITS_IN_FLIGHT = 2
 #: How many bad rows and non-finite paths the provenance log keeps (the report keeps all).
@@ -152,7 +151,7 @@ def ingest(
     }
     if writer is not None:
         writer.start_run("ingest", **run_info)
-    done = 0
+    done = skipped = 0  # progress leaves out rows stored by an earlier run: its rate is this run's
 
     def already_stored(path: str) -> bool:  # sees ``writer`` once it is created below
         return writer is not None and on_duplicate == "skip" and writer.contains(path)
@@ -174,13 +173,15 @@ def ingest(
     try:
         for source in opened:
             remaining -= len(source) if source in sized else 0
-            total = done + len(source) + remaining  # loads a .pt now, as it is about to be read
+            # len() loads a .pt now, as it is about to be read
+            total = done + skipped + len(source) + remaining
             for batch in source.batches(
                 batch_rows=batch_rows,
                 feature_size=writer.feature_size if writer else None,
                 skip=already_stored,
             ):
-                done += len(batch.paths) + len(batch.bad) + batch.skipped
+                done += len(batch.paths) + len(batch.bad)
+                skipped += batch.skipped
                 report.already_stored += batch.skipped
                 paths, vectors, labels = _label_batch(
                     batch, source, resolved, table, report, skip_bad
@@ -198,14 +199,15 @@ def ingest(
                 if writer is not None and len(paths):
                     pending.append(committer.submit(writer.append, paths, vectors, labels))
                 if progress is not None:
-                    progress(done, total)
+                    progress(done, total - skipped)
         collect()
     except BaseException as exc:
         with contextlib.suppress(BaseException):
             collect()  # a good batch in flight is still committed
         committer.shutdown()
         if writer is not None:
-            writer.finish_run("failed", error=str(exc) or type(exc).__name__)
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            writer.finish_run(status, error=str(exc) or type(exc).__name__)
         raise
     committer.shutdown()
     if writer is not None:
@@ -247,7 +249,8 @@ def _ingest_pt_files_in_parallel(
             report.bad += part.bad
             report.nonfinite += part.nonfinite
             if progress is not None:
-                progress(report.rows_added + report.already_stored + len(report.bad), total)
+                done = report.rows_added + len(report.bad)  # rows stored earlier left out
+                progress(done, total - report.already_stored)
     if errors:
         raise errors[0]
     report.rows = StoreWriter(options["store"]).rows

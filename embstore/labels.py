@@ -37,11 +37,14 @@ class Layout:
     join_key
         Optional expression whose named group ``key`` gives the canonical key used to join a
         ``--labels`` CSV; defaults to the whole path.
+    template
+        The file names it reads, for people (shown by ``embstore ingest --help``).
     """
 
     name: str
     pattern: str
     join_key: str | None = None
+    template: str = ""
 
     def __post_init__(self) -> None:
         regex = _compile(self.pattern)
@@ -128,6 +131,7 @@ def check_label_name(name: str) -> str:
 BABYVIEW = Layout(
     name="babyview",
     pattern=r"(?:^|/)(?P<category>[^/]+)/(?P<subject>[^/_]+)_(?P<age_mo>\d+)_month_level_avg\.npy$",
+    template="<category>/<subject>_<age_mo>_month_level_avg.npy",
 )
 
 #: ``[files/pNN/]p<subject>/s<study>/<file>`` (MIMIC-IV-Echo DICOMs, MP4s and the ``.pt`` keys).
@@ -135,6 +139,7 @@ MIMIC_ECHO = Layout(
     name="mimic-echo",
     pattern=r"^(?:.*/)?(?P<subject>p\d+)/(?P<study>s\d+)/[^/]+$",
     join_key=r"(?P<key>p\d+/s\d+/[^/]+?)(?:\.[A-Za-z0-9]+)?$",
+    template="[files/pNN/]p<subject>/s<study>/<file>",
 )
 
 LAYOUTS: Mapping[str, Layout] = {layout.name: layout for layout in (BABYVIEW, MIMIC_ECHO)}

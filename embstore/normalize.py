@@ -8,7 +8,6 @@ subject nor non-finite. Features whose variance is indistinguishable from zero (
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,10 +18,10 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
-from dask.callbacks import Callback
 from icechunk.dask import store_dask
 
 from . import __version__
+from ._progress import RowCountingTarget
 from .errors import EmbstoreError, StoreError
 from .labels import check_name
 from .scheduler import dask_scheduler, distributed_scheduler
@@ -166,19 +165,6 @@ class NormalizeReport:
         return text
 
 
-class _TaskProgress(Callback):
-    def __init__(self, progress: Callable[[int, int], None]) -> None:
-        super().__init__()
-        self._progress, self._done, self._total = progress, 0, 0
-
-    def _start_state(self, dsk: Any, state: Any) -> None:
-        self._total = len(state["ready"]) + len(state["waiting"]) + len(state["running"])
-
-    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        self._done += 1
-        self._progress(self._done, self._total)
-
-
 def normalize_store(
     store: StoreLike,
     *,
@@ -215,9 +201,10 @@ def normalize_store(
             name=name,
             eps=eps,
         )
-        watch = _TaskProgress(progress) if progress else contextlib.nullcontext()
-        with dask_scheduler(scheduler), watch:
-            constant = _write_variable(tx, ds, name, variable, distributed_scheduler(scheduler))
+        with dask_scheduler(scheduler):
+            constant = _write_variable(
+                tx, ds, name, variable, distributed_scheduler(scheduler), progress
+            )
         attrs = ds[name].attrs[ROOT_ATTR]
         tx.message = f"normalize {variable} -> {name}"
         tx.metadata.update(rows=attrs["rows"], rows_used=attrs["rows_used"], variable=name)
@@ -266,7 +253,12 @@ def _check_name(name: str, variable: str) -> None:
 
 
 def _write_variable(
-    tx: Transaction, ds: xr.Dataset, name: str, variable: str, distributed: bool
+    tx: Transaction,
+    ds: xr.Dataset,
+    name: str,
+    variable: str,
+    distributed: bool,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[int]:
     """Compute statistics (one pass), then write the normalized matrix (one pass) into the
     transaction, replacing an earlier variable of that name."""
@@ -295,7 +287,9 @@ def _write_variable(
     coords = source.attrs.get("coordinates", "path nonfinite")
     if not distributed:
         target = _create_matrix(tx, name, source, coords, attrs)
-        da.store(normalized, target, lock=False)
+        # progress counts rows written; the statistics pass above shows none
+        into = RowCountingTarget(target, progress, source.shape[0]) if progress else target
+        da.store(normalized, into, lock=False)
     else:  # workers write into forks of the (staged) session; their changes merge back
         _create_matrix(tx, name, source, coords, attrs)
         fork = tx.fork()
