@@ -180,6 +180,7 @@ class StoreWriter:
         paths: Sequence[str],
         vectors: np.ndarray,
         labels: Mapping[str, Sequence[Any]] | None = None,
+        extra: Mapping[str, np.ndarray] | None = None,
     ) -> AppendResult:
         """Commit a batch of rows (all or nothing); return how many were added and skipped.
 
@@ -212,6 +213,7 @@ class StoreWriter:
             kept_paths = [p for p, k in zip(paths, keep, strict=True) if k]
             columns = self._columns(state, kept_paths, vectors[keep], labels, keep)
             start, stop = state.rows, state.rows + len(kept_paths)
+            columns.update(self._extra_columns(state, extra or {}, keep, start))
             self._write_rows(state, columns, start, stop)
             if self._run is not None:
                 self._run["rows_added"] += stop - start
@@ -238,6 +240,33 @@ class StoreWriter:
             dtype = np.int32 if name in INTEGER_LABELS else object
             checked[name] = np.asarray(values, dtype=dtype)
         return vectors.astype(np.float32, copy=False), checked
+
+    # -- extra (sample, token, feature) variables, e.g. extraction tokens: minimal support
+    # -- for the extraction branch; the Icechunk store re-implements it.
+
+    def _extra_columns(
+        self, state: StoreState, extra: Mapping[str, np.ndarray], keep: np.ndarray, start: int
+    ) -> dict[str, np.ndarray]:
+        """float16 ``(n, T, D)`` values per extra variable; created (chunks ``(1, T, D)``,
+        missing rows NaN) on first use."""
+        columns = {}
+        for name, values in extra.items():
+            values = np.asarray(values, dtype=np.float16)
+            if values.ndim != 3 or len(values) != len(keep):
+                raise ValueError(f"extra {name!r} must be (rows, token, feature), got {values.shape}")
+            if name not in state.arrays:
+                zarr.create_array(
+                    store=str(self.path / name),
+                    zarr_format=3,
+                    overwrite=True,
+                    shape=(start, *values.shape[1:]),
+                    chunks=(1, *values.shape[1:]),
+                    dtype="float16",
+                    fill_value=float("nan"),
+                    dimension_names=(SAMPLE, "token", "feature"),
+                )
+            columns[name] = values[keep]
+        return columns
 
     def _new_rows(self, paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         keep = np.zeros(len(paths), dtype=bool)

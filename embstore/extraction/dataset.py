@@ -1,109 +1,83 @@
-"""Video decoding (PyAV) and the clip preprocessing of V-JEPA2's frozen evaluation."""
+"""The inputs of an extraction run and the per-item work done in DataLoader workers.
+
+A worker decodes only the frames its clips use and resizes them to small uint8 crops (the
+encoder's :class:`~embstore.extraction.preprocess.ClipSpec`); normalizing to float happens on
+the model's device, so what crosses processes (and pinned memory) is 4x smaller than float32.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from dataclasses import dataclass
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import BadInputError
-
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def read_video(
-    path: str | os.PathLike[str], *, select: Callable[[int], np.ndarray] | None = None
-) -> tuple[np.ndarray, float]:
-    """Frames ``(T, H, W, 3)`` uint8 RGB and the frame rate, decoded with threads.
-
-    ``select(n_frames)`` may name the frames wanted: every frame is decoded (video is
-    sequential) but only those are converted to RGB.
-    """
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            fps = float(stream.average_rate or stream.guessed_rate or 30)
-            decoded = list(container.decode(stream))
-            wanted = range(len(decoded)) if select is None else np.asarray(select(len(decoded)))
-            frames = [decoded[i].to_ndarray(format="rgb24") for i in wanted] if decoded else []
-    except (av.error.FFmpegError, IndexError, OSError) as exc:
-        raise BadInputError(str(path), f"cannot decode video ({exc})") from exc
-    if not frames:
-        raise BadInputError(str(path), "video has no frames")
-    return np.stack(frames), fps
+from ..errors import BadInputError
+from ..paths import walk_files
+from .decode import SingleFrameError, is_dicom, is_video, read_frames
+from .preprocess import ClipSpec
 
 
-@dataclass(frozen=True)
-class ClipSpec:
-    """How clips are cut from a video and prepared for the encoder.
+def list_inputs(root: Path) -> list[str]:
+    """Relative paths of every DICOM (by suffix or preamble) and video under ``root``, sorted."""
+    return walk_files(root, lambda path: is_video(path) or is_dicom(path))
 
-    ``num_frames`` frames ``frame_step`` apart make a clip; ``clips`` clips are spread evenly
-    over the video (one clip: centred). A video shorter than a clip's span is padded by
-    repeating its last frame. Frames are resized so the short side is ``crop * 256 / 224``,
-    centre-cropped to ``crop`` x ``crop``, scaled to [0, 1] and normalized with the ImageNet
-    mean/std, as in V-JEPA2's frozen evaluation.
+
+def shard_of(path: str, count: int) -> int:
+    """The shard a path belongs to: a stable hash, the same in every process and run."""
+    return zlib.crc32(path.encode("utf-8")) % count
+
+
+class VideoDataset:
+    """Decodes one input per item and resizes its clips' frames (runs in DataLoader workers).
+
+    An item is a dict: ``path``, ``clips`` (a tensor of ``clips * num_frames`` crops, or None),
+    ``labels`` (allow-listed DICOM header values), ``still`` and ``problem`` (the kind of
+    failure, never a header value).
     """
 
-    num_frames: int = 16
-    frame_step: int = 4
-    clips: int = 1
-    crop: int = 256
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    def __init__(
+        self, root: Path, paths: Sequence[str], spec: ClipSpec, keywords: Sequence[str]
+    ) -> None:
+        self.root, self.paths, self.spec, self.keywords = root, list(paths), spec, list(keywords)
 
-    def __post_init__(self) -> None:
-        if min(self.num_frames, self.frame_step, self.clips, self.crop) < 1:
-            raise BadInputError("clip settings", f"must all be positive: {self}")
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import torch
+
+        rel = self.paths[i]
+        item: dict[str, Any] = {"path": rel, "clips": None, "labels": {}, "still": False}
+        item["problem"] = None
+        try:
+            frames, item["labels"] = read_frames(
+                self.root / rel, keywords=self.keywords, select=self._frames_wanted
+            )
+            item["clips"] = torch.from_numpy(np.asarray(self.spec.resize_frames(frames)))
+        except SingleFrameError:
+            item["still"] = True
+        except BadInputError as exc:
+            item["problem"] = exc.problem
+        except Exception as exc:  # noqa: BLE001 - one file's crash must not end the run
+            item["problem"] = f"cannot decode ({type(exc).__name__})"  # texts may quote headers
+        return item
+
+    def _frames_wanted(self, n_frames: int) -> np.ndarray:
+        return self.spec.indices(n_frames).ravel()
 
 
-def clip_indices(n_frames: int, spec: ClipSpec) -> np.ndarray:
-    """Frame indices ``(clips, num_frames)``; indices past the end repeat the last frame."""
-    span = (spec.num_frames - 1) * spec.frame_step + 1
-    room = max(0, n_frames - span)
-    if spec.clips == 1:
-        starts = np.array([room // 2])
-    else:
-        starts = np.linspace(0, room, spec.clips).round().astype(int)
-    indices = starts[:, None] + np.arange(spec.num_frames)[None, :] * spec.frame_step
-    return np.minimum(indices, n_frames - 1)
-
-
-def preprocess(frames: np.ndarray, spec: ClipSpec):  # noqa: ANN201 - torch.Tensor
-    """All frames `(T, H, W, 3)` uint8 -> float32 tensor `(clips, num_frames, 3, crop, crop)`."""
-    return normalize_clips(frames[clip_indices(len(frames), spec).ravel()], spec)
-
-
-def normalize_clips(selected: Any, spec: ClipSpec, *, device: Any = None):  # noqa: ANN201 - Tensor
-    """Frames already picked by :func:`clip_indices` (``clips * num_frames`` of them; numpy or
-    uint8 tensor) -> the float32 tensor ``(clips, num_frames, 3, crop, crop)`` the encoder
-    takes, computed on ``device`` (resizing on the GPU keeps CPU workers to decoding)."""
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the crops of the decodable items; keep stills and failures aside."""
     import torch
-    import torch.nn.functional as F
 
-    x = (
-        selected
-        if isinstance(selected, torch.Tensor)
-        else torch.from_numpy(np.ascontiguousarray(selected))
-    )
-    if device is not None:
-        x = x.to(device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).float()  # (N, 3, H, W)
-    height, width = x.shape[-2:]
-    short = int(spec.crop * 256 / 224)
-    scale = short / min(height, width)
-    size = (max(spec.crop, round(height * scale)), max(spec.crop, round(width * scale)))
-    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    top, left = (size[0] - spec.crop) // 2, (size[1] - spec.crop) // 2
-    x = x[..., top : top + spec.crop, left : left + spec.crop] / 255.0
-    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
-    x = (x - mean) / std
-    return x.reshape(spec.clips, spec.num_frames, 3, spec.crop, spec.crop).contiguous()
+    good = [it for it in items if it["clips"] is not None]
+    return {
+        "paths": [it["path"] for it in good],
+        "labels": [it["labels"] for it in good],
+        "clips": torch.stack([it["clips"] for it in good]) if good else None,
+        "stills": [it["path"] for it in items if it["still"]],
+        "bad": [(it["path"], it["problem"]) for it in items if it["problem"]],
+    }

@@ -1,34 +1,36 @@
 """Extraction: echo DICOMs and videos -> frozen encoder -> embeddings committed to the store.
 
-Decoding and preprocessing run in DataLoader worker processes; inference runs batched under
-``torch.inference_mode()`` (bf16 autocast on CUDA, float32 on CPU); embeddings are committed
-every ``commit_every`` videos. A killed run loses at most the uncommitted videos: re-running
-the same command skips every committed path. ``shard=(i, n)`` splits the inputs by a stable
-hash of their paths, so ``n`` processes (a SLURM array) can fill one store at once.
+Workers decode and resize (:mod:`.dataset`); the main process normalizes on the model's
+device and runs the encoder batched under ``torch.inference_mode()`` (bf16 autocast on CUDA,
+float32 on CPU); rows are committed every ``commit_every`` videos. A killed run loses at most
+the uncommitted videos: re-running the same command skips every committed path.
+``shard=(i, n)`` splits the inputs by a stable hash of their paths, so ``n`` processes (a
+SLURM array) can fill one store at once.
+
+Besides the pooled ``embedding (sample, feature)`` (the mean over tokens, then over clips),
+``pool="grid:T,H,W"`` or ``pool="none"`` also stores ``tokens (sample, token, feature)`` in
+float16: the token grid average-pooled to T x H x W, or every token.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
-import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .dicom import SingleFrameError, check_keywords, is_dicom, read_dicom_frames
-from .errors import BadInputError, EmbstoreError
-from .extractors import REGISTRY
-from .labels import get_layout
-from .paths import walk_files
-from .sources import BadRow
-from .video import VIDEO_SUFFIXES, ClipSpec, clip_indices, normalize_clips, read_video
-from .writer import StoreWriter
+from ..errors import BadInputError, EmbstoreError, StoreError
+from ..labels import get_layout
+from ..sources import BadRow
+from ..writer import StoreWriter
+from .dataset import VideoDataset, collate, list_inputs, shard_of
+from .decode import check_keywords
+from .encoders import REGISTRY, Extractor
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,13 @@ DEFINING = (
     "pooling",
     "dtype",
     "clip",
+    "sampling",
+    "resize",
+    "pool",
 )
+#: What stores made before ``sampling``/``resize``/``pool`` were recorded used.
+LEGACY = {"sampling": "centered", "resize": "antialias", "pool": "mean"}
+DEFAULT_MAX_SIZE = 100_000_000_000  # bytes (100 GB)
 
 
 @dataclass
@@ -57,6 +65,7 @@ class ExtractReport:
     clips: int = 0
     seconds: float = 0.0
     rows: int = 0
+    token_bytes: int = 0
 
     def summary(self) -> str:
         rate = self.clips / self.seconds if self.seconds else 0.0
@@ -72,13 +81,6 @@ class ExtractReport:
         )
 
 
-def list_inputs(root: Path) -> list[str]:
-    """Relative paths of every DICOM (by suffix or preamble) and video under ``root``, sorted."""
-    return walk_files(
-        root, lambda path: Path(path).suffix.lower() in VIDEO_SUFFIXES or is_dicom(path)
-    )
-
-
 def pick_device(device: str | None) -> str:
     """`None` -> `cuda` when available, else `cpu`; asking for CUDA without one is an error."""
     import torch
@@ -86,7 +88,7 @@ def pick_device(device: str | None) -> str:
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EmbstoreError(f"--device {device}: no CUDA device here (use --device cpu)")
+        raise EmbstoreError(f"device={device!r}: no CUDA device here (use device='cpu')")
     return device
 
 
@@ -95,85 +97,93 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
-        raise BadInputError("--shard", f"expected I/N (e.g. 0/10), got {text!r}") from None
+        raise BadInputError("shard", f"expected I/N (e.g. 0/10), got {text!r}") from None
     if not 0 <= index < count:
-        raise BadInputError("--shard", f"need 0 <= I < N, got {text!r}")
+        raise BadInputError("shard", f"need 0 <= I < N, got {text!r}")
     return index, count
 
 
-def shard_of(path: str, count: int) -> int:
-    """The shard a path belongs to: a stable hash, the same in every process and run."""
-    return zlib.crc32(path.encode("utf-8")) % count
+def parse_pool(pool: str) -> tuple[int, int, int] | None | str:
+    """``"mean"`` -> ``"mean"``; ``"none"`` -> ``None`` (all tokens); ``"grid:T,H,W"`` -> the
+    target grid."""
+    if pool in ("mean", "none"):
+        return None if pool == "none" else "mean"
+    kind, _, sizes = pool.partition(":")
+    try:
+        grid = tuple(int(s) for s in sizes.split(","))
+    except ValueError:
+        grid = ()
+    if kind != "grid" or len(grid) != 3 or min(grid) < 1:
+        raise BadInputError("pool", f"expected mean, none or grid:T,H,W, got {pool!r}")
+    return grid  # type: ignore[return-value]
 
 
-class VideoDataset:
-    """Decodes and preprocesses one input per item (runs in DataLoader workers)."""
+def pool_tokens(tokens: Any, native: tuple[int, int, int], pool: str) -> Any:
+    """``(n, T*H*W, D)`` tokens on the ``native`` grid -> what ``pool`` stores as ``tokens``:
+    None for ``"mean"``, the tokens for ``"none"``, the grid average-pooled for ``"grid:…"``."""
+    import torch.nn.functional as F
 
-    def __init__(
-        self,
-        root: Path,
-        paths: Sequence[str],
-        spec: ClipSpec,
-        keywords: Sequence[str],
-        *,
-        preprocess: bool = True,
-    ) -> None:
-        self.root, self.paths, self.spec, self.keywords = root, list(paths), spec, list(keywords)
-        self.preprocess = preprocess  # False: hand back the clips' uint8 frames for the device
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        import torch
-
-        rel = self.paths[i]
-        file = self.root / rel
-        item: dict[str, Any] = {
-            "path": rel,
-            "clips": None,
-            "labels": {},
-            "still": False,
-            "problem": None,
-        }
-        select = functools.partial(_clip_frames, spec=self.spec)  # decode only the clips' frames
-        try:
-            if is_dicom(file):
-                frames, _, item["labels"] = read_dicom_frames(
-                    file, keywords=self.keywords, select=select
-                )
-            else:
-                frames, _ = read_video(file, select=select)
-                item["labels"] = dict.fromkeys(self.keywords, "")
-            item["clips"] = (
-                normalize_clips(frames, self.spec) if self.preprocess else torch.from_numpy(frames)
-            )
-        except SingleFrameError:
-            item["still"] = True
-        except BadInputError as exc:
-            item["problem"] = exc.problem
-        except Exception as exc:  # a decoder crash on one file must not end the run
-            item["problem"] = f"{type(exc).__name__}: {exc}"
-        return item
+    target = parse_pool(pool)
+    if target == "mean":
+        return None
+    if target is None:
+        return tokens
+    if any(t > n for t, n in zip(target, native, strict=True)):
+        raise BadInputError("pool", f"grid {target} is finer than the token grid {native}")
+    n, _, dim = tokens.shape
+    grid = tokens.reshape(n, *native, dim).permute(0, 4, 1, 2, 3)
+    pooled = F.adaptive_avg_pool3d(grid, target)  # (n, D, T, H, W)
+    return pooled.permute(0, 2, 3, 4, 1).reshape(n, -1, dim)
 
 
-def _clip_frames(n_frames: int, spec: ClipSpec) -> np.ndarray:
-    return clip_indices(n_frames, spec).ravel()
+def token_count(native: tuple[int, int, int], pool: str) -> int:
+    """Tokens per row that ``pool`` stores (0 for ``"mean"``)."""
+    target = parse_pool(pool)
+    if target == "mean":
+        return 0
+    return int(np.prod(native if target is None else target))
 
 
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the clips of the decodable items; keep stills and failures aside."""
-    import torch
+def check_token_size(rows: int, tokens: int, dim: int, *, max_size: int, confirm: bool) -> int:
+    """Projected bytes of ``tokens`` (float16); refuse above ``max_size`` unless ``confirm``."""
+    size = rows * tokens * dim * 2
+    if tokens:
+        log.warning(
+            "tokens: %d rows x %d tokens x %d features x 2 bytes = %.3g GB",
+            rows,
+            tokens,
+            dim,
+            size / 1e9,
+        )
+    if size > max_size and not confirm:
+        msg = (
+            f"tokens would take {size / 1e9:.3g} GB, above max_size ({max_size / 1e9:.3g} GB): "
+            "pool them to a coarser grid, raise max_size, or pass confirm=True"
+        )
+        raise EmbstoreError(msg)
+    return size
 
-    good = [it for it in items if it["clips"] is not None]
-    ready = bool(good) and good[0]["clips"].dtype != torch.uint8  # preprocessed in the worker
-    return {
-        "paths": [it["path"] for it in good],
-        "labels": [it["labels"] for it in good],
-        "clips": torch.cat([it["clips"] for it in good]) if ready else [it["clips"] for it in good],
-        "stills": [it["path"] for it in items if it["still"]],
-        "bad": [(it["path"], it["problem"]) for it in items if it["problem"]],
-    }
+
+def describe_run(extractor: Extractor, spec: Any, pool: str, store: Path) -> dict[str, Any]:
+    """The extraction record for the store; for a store made before ``sampling``, ``resize``
+    and ``pool`` were recorded, only the earlier rules (:data:`LEGACY`) may add to it."""
+    rules = {"sampling": spec.sampling, "resize": spec.resize, "pool": pool}
+    record = {**extractor.describe(), "clip": spec.geometry(), **rules}
+    existing = _existing_record(store)
+    if existing is None or "sampling" in existing:
+        return record
+    if rules != LEGACY:
+        earlier = ", ".join(f"{k}={v!r}" for k, v in LEGACY.items())
+        raise StoreError(f"{store}: made with the earlier extraction rules; add to it with {earlier}")
+    return {k: v for k, v in record.items() if k not in LEGACY}
+
+
+def _existing_record(store: Path) -> dict[str, Any] | None:
+    from ..store import is_store, open_store
+
+    if not is_store(store):
+        return None
+    return open_store(store).attrs.get("embstore", {}).get("extraction")
 
 
 def extract(
@@ -187,6 +197,11 @@ def extract(
     num_frames: int = 16,
     frame_step: int = 4,
     clips: int = 1,
+    sampling: str = "upstream",
+    resize: str = "upstream",
+    pool: str = "mean",
+    max_size: int = DEFAULT_MAX_SIZE,
+    confirm: bool = False,
     batch_size: int = 8,
     num_workers: int = 4,
     device: str | None = None,
@@ -195,22 +210,22 @@ def extract(
     layout: str | None = None,
     dicom_tags: Sequence[str] = (),
     commit_every: int = 256,
-    preprocess_on: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ExtractReport:
     """Embed every DICOM and video under ``input`` into ``store``, resumable and shardable.
 
-    Parameters are those of ``embstore extract``; ``shard=(i, n)`` keeps the inputs whose
-    stable path hash falls in shard ``i`` of ``n``. Only the DICOM header fields named in
-    ``dicom_tags`` are stored (as labels); nothing else from a header reaches the store.
-    ``preprocess_on`` is ``"workers"`` (resize in the DataLoader workers; default on CPU) or
-    ``"device"`` (workers only decode, resizing runs on the GPU; default on CUDA).
+    Parameters are those of ``embstore extract``. ``sampling`` and ``resize`` pick the
+    preprocessing rules (``"upstream"``: as facebookresearch/vjepa2's frozen evaluation; see
+    :mod:`embstore.extraction.preprocess`). ``pool`` is ``"mean"`` (only the pooled
+    ``embedding``), ``"grid:T,H,W"`` or ``"none"`` (also ``tokens``, float16; refused above
+    ``max_size`` bytes unless ``confirm``). ``shard=(i, n)`` keeps the inputs whose stable path
+    hash falls in shard ``i`` of ``n``. Only the DICOM header fields named in ``dicom_tags``
+    are stored (as labels); nothing else from a header reaches the store.
     """
-    import torch
-
     root = Path(input)
     if not root.is_dir():
         raise BadInputError(str(root), "not a folder")
+    parse_pool(pool)
     device = pick_device(device)
     resolved = get_layout(layout)
     keywords = check_keywords(dicom_tags)
@@ -222,116 +237,152 @@ def extract(
     extractor = REGISTRY[family](
         checkpoint=str(checkpoint), model=model, checkpoint_key=checkpoint_key, device=device
     )
-    spec = ClipSpec(num_frames=num_frames, frame_step=frame_step, clips=clips, crop=extractor.crop)
-    description = {**extractor.describe(), "clip": asdict(spec)}
+    spec = extractor.clip_spec(
+        num_frames=num_frames, frame_step=frame_step, clips=clips, sampling=sampling, resize=resize
+    )
+    description = describe_run(extractor, spec, pool, Path(store))
     writer = StoreWriter(store, feature_size=extractor.dim, model=description["model"])
     writer.claim("extraction", description, defining=DEFINING)
     report = ExtractReport(store=str(store), inputs=len(paths))
     todo = [p for p in paths if not writer.contains(p)]
     report.already_stored = len(paths) - len(todo)
-    if limit is not None:
-        todo = todo[:limit]
+    todo = todo[:limit] if limit is not None else todo
+    tokens = token_count(extractor.token_grid(num_frames), pool)
+    report.token_bytes = check_token_size(
+        len(todo), tokens, extractor.dim, max_size=max_size, confirm=confirm
+    )
     writer.start_run(
         "extract", input=str(root), shard=list(shard) if shard else None, model=description["model"]
     )
-    on_device = (
-        preprocess_on or ("device" if device.startswith("cuda") else "workers")
-    ) == "device"
-    loader = torch.utils.data.DataLoader(
-        VideoDataset(root, todo, spec, keywords, preprocess=not on_device),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=collate,
-        pin_memory=device.startswith("cuda"),
-    )
-    pending: dict[str, list[Any]] = {"paths": [], "vectors": [], "labels": []}
+    run = _Run(extractor, spec, pool, writer, resolved, report, root)
+    dataset = VideoDataset(root, todo, spec, keywords)
+    try:
+        run.loop(dataset, batch_size, num_workers, commit_every, progress)
+    except BaseException as exc:
+        writer.finish_run("failed", error=type(exc).__name__)  # texts may quote inputs
+        raise
+    return run.finish()
 
-    def commit() -> None:
+
+class _Run:
+    """One extraction run's loop and pending rows (so :func:`extract` stays short)."""
+
+    def __init__(
+        self,
+        extractor: Extractor,
+        spec: Any,
+        pool: str,
+        writer: StoreWriter,
+        layout: Any,
+        report: ExtractReport,
+        root: Path,
+    ) -> None:
+        self.extractor, self.spec, self.pool, self.writer = extractor, spec, pool, writer
+        self.layout, self.report, self.root = layout, report, root
+        self.native = extractor.token_grid(spec.num_frames)
+        self.pending: dict[str, list[Any]] = {"paths": [], "vectors": [], "labels": []}
+        self.pending["tokens"] = []
+        self.start = time.perf_counter()
+
+    def loop(
+        self,
+        dataset: VideoDataset,
+        batch_size: int,
+        num_workers: int,
+        commit_every: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        import torch
+
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=collate,
+            pin_memory=self.extractor.device.type == "cuda",
+        )
+        done, total = 0, len(dataset) * self.spec.clips
+        for batch in loader:
+            self.report.stills += batch["stills"]
+            self.report.bad += [BadRow(str(self.root / p), why) for p, why in batch["bad"]]
+            if batch["paths"]:
+                self._embed(batch)
+            if len(self.pending["paths"]) >= commit_every:
+                self._commit()
+            done += len(batch["paths"]) + len(batch["stills"]) + len(batch["bad"])
+            if progress:  # in clips, so a progress bar's rate reads clips/s
+                progress(done * self.spec.clips, total)
+        self._commit()
+
+    def _embed(self, batch: dict[str, Any]) -> None:
+        clips = self.spec.normalize(batch["clips"], device=self.extractor.device)
+        tokens = self.extractor.tokens(clips)  # (videos * clips, L, D)
+        n, per = len(batch["paths"]), self.spec.clips
+        vectors = tokens.mean(dim=1).reshape(n, per, -1).mean(dim=1).cpu().numpy()
+        kept = pool_tokens(tokens, self.native, self.pool)
+        if kept is not None:
+            kept = kept.reshape(n, per, *kept.shape[1:]).mean(dim=1).half().cpu().numpy()
+        for i, path in enumerate(batch["paths"]):
+            self.pending["paths"].append(path)
+            self.pending["vectors"].append(vectors[i])
+            self.pending["labels"].append(batch["labels"][i])
+            self.pending["tokens"].append(None if kept is None else kept[i])
+        self.report.clips += n * per
+
+    def _commit(self) -> None:
+        pending, report = self.pending, self.report
         if not pending["paths"]:
             return
-        columns = _label_columns(pending["paths"], pending["labels"], resolved, report)
-        keep = [p for p in pending["paths"] if p not in columns["_bad"]]
-        vectors = (
-            np.stack(
-                [
-                    v
-                    for p, v in zip(pending["paths"], pending["vectors"], strict=True)
-                    if p not in columns["_bad"]
-                ]
-            )
-            if keep
-            else None
-        )
-        del columns["_bad"]
+        columns, bad = _label_columns(pending["paths"], pending["labels"], self.layout, report)
+        keep = [i for i, p in enumerate(pending["paths"]) if p not in bad]
         if keep:
-            result = writer.append(keep, vectors, columns)
+            extra = None
+            if pending["tokens"][0] is not None:
+                extra = {"tokens": np.stack([pending["tokens"][i] for i in keep])}
+            result = self.writer.append(
+                [pending["paths"][i] for i in keep],
+                np.stack([pending["vectors"][i] for i in keep]),
+                columns,
+                extra=extra,
+            )
             report.added += result.added
             report.already_stored += len(result.duplicates)
             report.rows = result.rows
         for key in pending:
             pending[key] = []
 
-    start = time.perf_counter()
-    done = 0
-    try:
-        for batch in loader:
-            report.stills += batch["stills"]
-            report.bad += [BadRow(str(root / p), problem) for p, problem in batch["bad"]]
-            if batch["paths"]:
-                clips = batch["clips"]
-                if isinstance(clips, list):  # uint8 frames: preprocess on the device
-                    device_clips = [
-                        normalize_clips(f, spec, device=extractor.device) for f in clips
-                    ]
-                    clips = torch.cat(device_clips)
-                embeddings = extractor.embed(clips).cpu().numpy()
-                offsets = np.arange(len(batch["paths"]) + 1) * spec.clips
-                for i, path in enumerate(batch["paths"]):
-                    pending["paths"].append(path)
-                    pending["vectors"].append(embeddings[offsets[i] : offsets[i + 1]].mean(axis=0))
-                    pending["labels"].append(batch["labels"][i])
-                report.clips += int(offsets[-1])
-            if len(pending["paths"]) >= commit_every:
-                commit()
-            done += len(batch["paths"]) + len(batch["stills"]) + len(batch["bad"])
-            if progress:  # in clips, so a progress bar's rate reads clips/s
-                progress(done * spec.clips, len(todo) * spec.clips)
-        commit()
-    except BaseException as exc:
-        writer.finish_run("failed", error=str(exc) or type(exc).__name__)
-        raise
-    report.seconds = time.perf_counter() - start
-    report.rows = writer.rows
-    writer.finish_run(
-        "complete",
-        added=report.added,
-        stills=len(report.stills),
-        bad_count=len(report.bad),
-        bad=[str(b) for b in report.bad[:100]],
-        clips=report.clips,
-        seconds=round(report.seconds, 3),
-    )
-    for row in report.bad:
-        log.warning("skipped %s", row)
-    return report
+    def finish(self) -> ExtractReport:
+        report = self.report
+        report.seconds = time.perf_counter() - self.start
+        report.rows = self.writer.rows
+        self.writer.finish_run(
+            "complete",
+            added=report.added,
+            stills=len(report.stills),
+            bad_count=len(report.bad),
+            bad=[str(b) for b in report.bad[:100]],
+            clips=report.clips,
+            seconds=round(report.seconds, 3),
+        )
+        for row in report.bad:
+            log.warning("skipped %s", row)
+        return report
 
 
 def _label_columns(
     paths: list[str], header: list[dict[str, str]], layout: Any, report: ExtractReport
-) -> dict[str, Any]:
-    """Layout labels plus allow-listed header labels; rows the layout can't parse go to ``_bad``."""
+) -> tuple[dict[str, Any], set[str]]:
+    """Layout labels plus allow-listed header labels; rows the layout can't parse are bad."""
     columns: dict[str, Any] = {}
     bad: set[str] = set()
+    keep = list(range(len(paths)))
     if layout is not None:
         parsed, failed = layout.parse_columns(paths)
         for i, problem in failed.items():
             bad.add(paths[i])
             report.bad.append(BadRow(paths[i], problem))
-        keep = [i for i in range(len(paths)) if i not in failed]
+        keep = [i for i in keep if i not in failed]
         columns.update({k: [v[i] for i in keep] for k, v in parsed.items()})
-    else:
-        keep = list(range(len(paths)))
     for key in header[0] if header else {}:
         columns[key] = [header[i][key] for i in keep]
-    columns["_bad"] = bad
-    return columns
+    return columns, bad
