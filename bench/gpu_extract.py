@@ -48,8 +48,8 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import VJEPA2Config, VJEPA2Model
 
-    from embstore.extract import extract
-    from embstore.extractors import VJEPA2_PRESETS
+    from embstore.extraction import extract
+    from embstore.extraction.encoders import VJEPA2_PRESETS
     from embstore.samples import make_dicom
 
     name = torch.cuda.get_device_name()

@@ -235,9 +235,18 @@ def make_dicom_with_secret(
 
     make_dicom(file, frames=frames, rows=16, columns=16, patient_name=secret)
     ds = dcmread(file)
-    for keyword in ("PatientID", "PatientComments", "InstitutionName", "StudyDescription",
-                    "ReferringPhysicianName", "OperatorsName", "SeriesDescription",
-                    "AccessionNumber", "StationName", "Manufacturer"):
+    for keyword in (
+        "PatientID",
+        "PatientComments",
+        "InstitutionName",
+        "StudyDescription",
+        "ReferringPhysicianName",
+        "OperatorsName",
+        "SeriesDescription",
+        "AccessionNumber",
+        "StationName",
+        "Manufacturer",
+    ):
         setattr(ds, keyword, secret)
     block = ds.private_block(0x0099, "EMBSTORE TEST", create=True)
     block.add_new(0x01, "LO", secret)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,7 +214,7 @@ class StoreWriter:
             columns = self._columns(state, kept_paths, vectors[keep], labels, keep)
             start, stop = state.rows, state.rows + len(kept_paths)
             columns.update(self._extra_columns(state, extra or {}, keep, start))
-            self._write_rows(state, columns, start, stop)
+            self._write_rows(state, columns, start, stop, created=set(extra or {}))
             if self._run is not None:
                 self._run["rows_added"] += stop - start
             commit_root(self.path, self._attrs_with_run(state, rows=stop))
@@ -253,7 +253,9 @@ class StoreWriter:
         for name, values in extra.items():
             values = np.asarray(values, dtype=np.float16)
             if values.ndim != 3 or len(values) != len(keep):
-                raise ValueError(f"extra {name!r} must be (rows, token, feature), got {values.shape}")
+                raise ValueError(
+                    f"extra {name!r} must be (rows, token, feature), got {values.shape}"
+                )
             if name not in state.arrays:
                 zarr.create_array(
                     store=str(self.path / name),
@@ -308,9 +310,14 @@ class StoreWriter:
         return columns
 
     def _write_rows(
-        self, state: StoreState, columns: dict[str, np.ndarray], start: int, stop: int
+        self,
+        state: StoreState,
+        columns: dict[str, np.ndarray],
+        start: int,
+        stop: int,
+        created: Collection[str] = (),
     ) -> None:
-        new_labels = [name for name in columns if name not in state.arrays]
+        new_labels = [name for name in columns if name not in state.arrays and name not in created]
         for name in new_labels:
             kind = "int" if name in INTEGER_LABELS else "string"
             create_label_array(self.path, name, start, kind)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from embstore.dicom import SingleFrameError, convert_dicom, frame_rate, is_dicom, read_dicom_frames
 from embstore.errors import BadInputError
+from embstore.extraction.convert import convert_dicom
+from embstore.extraction.decode import SingleFrameError, frame_rate, is_dicom, read_dicom_frames
 from embstore.samples import make_dicom
 
 PHOTOMETRIC = ["RGB", "YBR_FULL", "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"]

@@ -46,7 +46,10 @@ def test_upstream_frame_indices(case):
 
 def test_centered_rule_is_kept_by_name():
     assert centered_indices(30, 16, 4, 1).tolist() == [[0, 4, 8, 12, 16, 20, 24, 28, *[29] * 8]]
-    assert ClipSpec(sampling="centered").indices(30).tolist() == centered_indices(30, 16, 4, 1).tolist()
+    assert (
+        ClipSpec(sampling="centered").indices(30).tolist()
+        == centered_indices(30, 16, 4, 1).tolist()
+    )
 
 
 RESIZED = {
@@ -97,7 +100,7 @@ def test_upstream_resize_of_odd_sizes(case):
     x = spec.normalize(torch.from_numpy(crops))
     assert x.shape == (1, 1, 3, 8, 8) and x.dtype == torch.float32
     # float64 /255, then float32, then the ImageNet mean/std in float32 (upstream's arithmetic)
-    value = (np.float32(expected[0][0] / 255.0) - np.float32(0.485 if channel == 0 else 0.456))
+    value = np.float32(expected[0][0] / 255.0) - np.float32(0.485 if channel == 0 else 0.456)
     value /= np.float32(0.229 if channel == 0 else 0.224)
     assert x[0, 0, channel, 0, 0].item() == value
 

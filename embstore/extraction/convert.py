@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..paths import walk_files
 from ..errors import BadInputError
+from ..paths import walk_files
 from .decode import SingleFrameError, is_dicom, read_dicom_frames
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ so a wrong file is reported in seconds.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,7 +189,9 @@ def read_encoder_state(settings: VJEPA2Settings) -> dict[str, Any]:
         msg = f"not a V-JEPA2 checkpoint: no {key!r} weights among its {_example_keys(saved)}"
         raise BadInputError(str(checkpoint), msg)
     if not any(str(k).endswith("patch_embed.proj.weight") for k in state):
-        msg = f"{key!r} is not a V-JEPA2 encoder (no patch_embed.proj.weight; {_example_keys(state)})"
+        msg = (
+            f"{key!r} is not a V-JEPA2 encoder (no patch_embed.proj.weight; {_example_keys(state)})"
+        )
         raise BadInputError(str(checkpoint), msg)
     return {k.removeprefix("encoder."): v for k, v in convert_original_state_dict(state).items()}
 

@@ -145,7 +145,8 @@ def token_count(native: tuple[int, int, int], pool: str) -> int:
 
 
 def check_token_size(rows: int, tokens: int, dim: int, *, max_size: int, confirm: bool) -> int:
-    """Projected bytes of ``tokens`` (float16); refuse above ``max_size`` unless ``confirm``."""
+    """Projected bytes of ``tokens`` (float16) for at most ``rows`` rows; refuse above
+    ``max_size`` unless ``confirm``."""
     size = rows * tokens * dim * 2
     if tokens:
         log.warning(
@@ -174,7 +175,9 @@ def describe_run(extractor: Extractor, spec: Any, pool: str, store: Path) -> dic
         return record
     if rules != LEGACY:
         earlier = ", ".join(f"{k}={v!r}" for k, v in LEGACY.items())
-        raise StoreError(f"{store}: made with the earlier extraction rules; add to it with {earlier}")
+        raise StoreError(
+            f"{store}: made with the earlier extraction rules; add to it with {earlier}"
+        )
     return {k: v for k, v in record.items() if k not in LEGACY}
 
 
@@ -240,17 +243,16 @@ def extract(
     spec = extractor.clip_spec(
         num_frames=num_frames, frame_step=frame_step, clips=clips, sampling=sampling, resize=resize
     )
+    tokens = token_count(extractor.token_grid(num_frames), pool)
+    most = len(paths) if limit is None else min(limit, len(paths))  # before the store is touched
+    token_bytes = check_token_size(most, tokens, extractor.dim, max_size=max_size, confirm=confirm)
     description = describe_run(extractor, spec, pool, Path(store))
     writer = StoreWriter(store, feature_size=extractor.dim, model=description["model"])
     writer.claim("extraction", description, defining=DEFINING)
-    report = ExtractReport(store=str(store), inputs=len(paths))
+    report = ExtractReport(store=str(store), inputs=len(paths), token_bytes=token_bytes)
     todo = [p for p in paths if not writer.contains(p)]
     report.already_stored = len(paths) - len(todo)
     todo = todo[:limit] if limit is not None else todo
-    tokens = token_count(extractor.token_grid(num_frames), pool)
-    report.token_bytes = check_token_size(
-        len(todo), tokens, extractor.dim, max_size=max_size, confirm=confirm
-    )
     writer.start_run(
         "extract", input=str(root), shard=list(shard) if shard else None, model=description["model"]
     )
