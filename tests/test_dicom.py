@@ -86,3 +86,15 @@ def test_convert_dicom_writes_mp4s_that_decode_back(tmp_path):
 def test_convert_rejects_odd_target_size(tmp_path):
     with pytest.raises(BadInputError, match="even"):
         convert_dicom(tmp_path, tmp_path / "o", target_size=255)
+
+
+def test_jpeg_ybr_frames_decoded_by_libjpeg_equal_pydicoms_conversion():
+    """The fast path (libjpeg's own YCbCr -> RGB) gives pydicom's pixels on a real echo cine."""
+    import pydicom
+
+    path = get_testdata_file("color3d_jpeg_baseline.dcm")
+    wanted = [40, 0, 7, 7, 119]
+    frames, _, _ = read_dicom_frames(path, select=lambda n: np.array(wanted))
+    with pydicom.dcmread(path) as ds:
+        expected = ds.pixel_array[wanted]
+    np.testing.assert_array_equal(frames, expected)

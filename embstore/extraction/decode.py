@@ -135,7 +135,10 @@ def _decode_pixels(
     from pydicom.pixels import apply_color_lut, iter_pixels
 
     try:
-        if select is None:
+        if _is_jpeg_ybr(ds):  # libjpeg converts to RGB itself: ~10x faster than pydicom's numpy
+            wanted = np.arange(frames) if select is None else np.asarray(select(frames))
+            array = _decode_jpeg_rgb(ds, frames, wanted)
+        elif select is None:
             array = ds.pixel_array
         else:
             wanted = np.asarray(select(frames))
@@ -163,6 +166,39 @@ def _decode_pixels(
         shown = photometric if photometric in _KNOWN_PHOTOMETRIC else "unrecognized photometric"
         raise BadInputError(str(path), f"unsupported pixel layout {array.shape} ({shown})")
     return np.ascontiguousarray(array)
+
+
+def _is_jpeg_ybr(ds: Any) -> bool:
+    from pydicom.uid import JPEGBaseline8Bit
+
+    return (
+        ds.file_meta.get("TransferSyntaxUID") == JPEGBaseline8Bit
+        and ds.get("SamplesPerPixel") == 3
+        and ds.get("PhotometricInterpretation") in ("YBR_FULL_422", "YBR_FULL")
+    )
+
+
+def _decode_jpeg_rgb(ds: Any, frames: int, wanted: np.ndarray) -> np.ndarray:
+    """JPEG Baseline YBR frames decoded straight to RGB by libjpeg (Pillow), each unique frame
+    once. Equal to pydicom's own YBR_FULL -> RGB on real echo cines; over all 2**24 YCbCr
+    triples, 0.03% of values differ by 1 (libjpeg's fixed-point rounding)."""
+    from io import BytesIO
+
+    from PIL import Image
+    from pydicom.encaps import generate_frames
+
+    unique, inverse = np.unique(wanted, return_inverse=True)
+    keep, decoded = set(unique.tolist()), []
+    # one pass over the fragments (get_frame per index would rescan them from the start)
+    for index, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=frames)):
+        if index in keep:
+            with Image.open(BytesIO(frame)) as image:
+                decoded.append(np.asarray(image.convert("RGB")))
+        if index >= unique[-1]:
+            break
+    if len(decoded) != len(unique):
+        raise ValueError(f"found {len(decoded)} of {len(unique)} wanted frames")
+    return np.stack(decoded)[inverse.ravel()]
 
 
 def _to_uint8(array: np.ndarray, bits: int) -> np.ndarray:

@@ -85,11 +85,13 @@ class ClipSpec:
         if x.dtype == torch.uint8:  # upstream: float64 /255, then float32 (a 256-entry table)
             scaled = torch.from_numpy(np.arange(256) / 255.0).float().to(x.device)
             table = (scaled[None, :] - mean[:, None]) / std[:, None]  # (3, 256)
-            flat = x.reshape(-1, 3).long()
-            out = torch.stack([table[c][flat[:, c]] for c in range(3)], dim=-1)
+            planes = x.reshape(-1, self.crop, self.crop, 3).permute(0, 3, 1, 2).contiguous()
+            out = torch.empty(planes.shape, dtype=torch.float32, device=x.device)
+            for c in range(3):  # int32 indices: ~4x faster than a stacked int64 gather on CPU
+                out[:, c] = table[c][planes[:, c].int()]
         else:
             out = (x.reshape(-1, 3) / 255.0 - mean) / std
-        out = out.reshape(-1, self.crop, self.crop, 3).permute(0, 3, 1, 2)
+            out = out.reshape(-1, self.crop, self.crop, 3).permute(0, 3, 1, 2)
         return out.reshape(-1, self.num_frames, 3, self.crop, self.crop).contiguous()
 
 
