@@ -290,3 +290,22 @@ def test_kill_minus_9_mid_extraction_then_rerun_completes(echo_tree, tmp_path, t
     subprocess.run(_cli_args(echo_tree, store, tiny), check=True, timeout=180)
     paths = embstore.open(store).path.values.tolist()
     assert len(paths) == len(set(paths)) == 17 and embstore.validate(store).ok
+
+
+def test_a_store_made_before_the_rules_were_recorded_grows_only_with_the_earlier_rules(
+    monkeypatch, tmp_path
+):
+    from embstore.extraction import pipeline
+
+    class Fake:
+        def describe(self):
+            return {"family": "vjepa2", "model": "m"}
+
+    old = {"family": "vjepa2", "model": "m", "clip": ClipSpec().geometry()}
+    monkeypatch.setattr(pipeline, "_existing_record", lambda store: old)
+    earlier = ClipSpec(sampling="centered", resize="antialias")
+    assert pipeline.describe_run(Fake(), earlier, "mean", tmp_path) == old
+    with pytest.raises(StoreError, match="sampling='centered', resize='antialias'"):
+        pipeline.describe_run(Fake(), ClipSpec(), "mean", tmp_path)
+    monkeypatch.setattr(pipeline, "_existing_record", lambda store: None)
+    assert pipeline.describe_run(Fake(), ClipSpec(), "mean", tmp_path)["sampling"] == "upstream"

@@ -207,18 +207,21 @@ def _load_plain(checkpoint: Path) -> Any:
 
 
 def load_vjepa2(settings: VJEPA2Settings) -> Any:
-    """A ``VJEPA2Model`` in eval mode from an original checkpoint or a local HF folder."""
-    from transformers import VJEPA2Model
+    """A ``VJEPA2Model`` in eval mode from an original checkpoint or a local HF folder.
 
+    An original checkpoint is checked before transformers is even imported (a wrong file
+    fails in well under a second)."""
     checkpoint = Path(settings.checkpoint)
     if not checkpoint.exists():
         raise BadInputError(str(checkpoint), "checkpoint does not exist")
-    config = _vjepa2_config(settings.model, checkpoint)
-    if checkpoint.is_dir():
+    state = None if checkpoint.is_dir() else read_encoder_state(settings)
+    from transformers import VJEPA2Model
+
+    if state is None:
+        config = _vjepa2_config(settings.model, checkpoint)
         model = VJEPA2Model.from_pretrained(checkpoint, config=config, local_files_only=True)
         return model.eval()
-    state = read_encoder_state(settings)  # before building the model: fail in seconds
-    model = VJEPA2Model(config)
+    model = VJEPA2Model(_vjepa2_config(settings.model, checkpoint))
     missing, unexpected = model.encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         msg = (
