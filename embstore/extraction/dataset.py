@@ -69,6 +69,16 @@ class VideoDataset:
         return self.spec.indices(n_frames).ravel()
 
 
+def init_worker(_: int) -> None:
+    """One thread per DataLoader worker: the workers are the parallelism (OpenCV would
+    otherwise start a thread per core in every worker)."""
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack the crops of the decodable items; keep stills and failures aside."""
     import torch

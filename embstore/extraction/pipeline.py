@@ -28,7 +28,7 @@ from ..errors import BadInputError, EmbstoreError, StoreError
 from ..labels import get_layout
 from ..sources import BadRow
 from ..writer import StoreWriter
-from .dataset import VideoDataset, collate, list_inputs, shard_of
+from .dataset import VideoDataset, collate, init_worker, list_inputs, shard_of
 from .decode import check_keywords
 from .encoders import REGISTRY, Extractor
 
@@ -301,6 +301,7 @@ class _Run:
             batch_size=batch_size,
             num_workers=num_workers,
             collate_fn=collate,
+            worker_init_fn=init_worker,
             pin_memory=self.extractor.device.type == "cuda",
         )
         done, total = 0, len(dataset) * self.spec.clips
