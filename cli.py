@@ -469,7 +469,7 @@ def convert_dicom(
     quiet: Quiet = False,
 ) -> None:
     """Convert multi-frame DICOMs to H.264 MP4; stills are skipped, bad files reported."""
-    from embstore.dicom import convert_dicom as run
+    from embstore.extraction import convert_dicom as run
 
     with _progress(quiet, "convert", "files") as progress:
         report = run(
@@ -516,22 +516,30 @@ def extract(
     ] = None,
     layout: Annotated[Layout | None, typer.Option(help=LAYOUT_HELP)] = None,
     dicom_tags: Annotated[
-        str, typer.Option(help="Comma-separated DICOM keywords to store as labels.")
-    ] = "",
-    commit_every: Annotated[int, typer.Option(min=1, help="Videos per commit.")] = 256,
-    preprocess_on: Annotated[
-        str | None,
-        typer.Option(
-            help="Where frames are resized: workers (CPU default) or device (CUDA default)."
-        ),
+        list[str] | None,
+        typer.Option(help="A DICOM keyword to store as a label (repeat for more)."),
     ] = None,
+    commit_every: Annotated[int, typer.Option(min=1, help="Videos per commit.")] = 256,
+    sampling: Annotated[
+        str, typer.Option(help="Frame sampling: upstream (V-JEPA2 eval) or centered (earlier).")
+    ] = "upstream",
+    resize: Annotated[
+        str, typer.Option(help="Resizing: upstream (V-JEPA2 eval) or antialias (earlier).")
+    ] = "upstream",
+    pool: Annotated[
+        str, typer.Option(help="mean, grid:T,H,W or none: also store tokens (float16).")
+    ] = "mean",
+    max_size: Annotated[
+        float, typer.Option(min=0, help="Refuse tokens projected above this many GB.")
+    ] = 100.0,
+    yes: Annotated[bool, typer.Option("--yes", help="Store tokens above --max-size.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Embed DICOMs and videos with a frozen V-JEPA2 encoder, straight into the store."""
     from transformers.utils import logging as hf_logging
 
-    from embstore.extract import extract as run
-    from embstore.extract import parse_shard
+    from embstore.extraction import extract as run
+    from embstore.extraction import parse_shard
 
     hf_logging.disable_progress_bar()
     with _progress(quiet, "extract", "clips") as progress:
@@ -550,9 +558,13 @@ def extract(
             limit=limit,
             shard=parse_shard(shard) if shard else None,
             layout=layout.value if layout else None,
-            dicom_tags=[t for t in dicom_tags.split(",") if t],
+            dicom_tags=dicom_tags or [],
             commit_every=commit_every,
-            preprocess_on=preprocess_on,
+            sampling=sampling,
+            resize=resize,
+            pool=pool,
+            max_size=int(max_size * 1e9),
+            confirm=yes,
             progress=progress,
         )
     _say(quiet, f"{store}: {report.summary()}")

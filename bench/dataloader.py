@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from embstore.extract import VideoDataset, collate, list_inputs
+from embstore.extraction import ClipSpec
+from embstore.extraction.dataset import VideoDataset, collate, list_inputs
 from embstore.samples import make_dicom
-from embstore.video import ClipSpec
 
 HERE = Path(__file__).resolve().parent
 
@@ -47,13 +47,15 @@ def copy_real(root: Path, n: int) -> None:
         shutil.copy(source, folder / f"{i}.dcm")
 
 
-def throughput(root: Path, workers: int, spec: ClipSpec, preprocess: bool) -> float:
-    dataset = VideoDataset(root, list_inputs(root), spec, [], preprocess=preprocess)
+def throughput(root: Path, workers: int, spec: ClipSpec) -> float:
+    """Clips/s of workers decoding + resizing, and the main process normalizing to float."""
+    dataset = VideoDataset(root, list_inputs(root), spec, [])
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=4, num_workers=workers, collate_fn=collate
     )
     start, clips = time.perf_counter(), 0
     for item in loader:
+        spec.normalize(item["clips"])
         clips += len(item["paths"]) * spec.clips
     return clips / (time.perf_counter() - start)
 
@@ -66,7 +68,6 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
-    spec = ClipSpec(num_frames=16, frame_step=4, clips=1, crop=args.crop)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         sets = {
@@ -77,10 +78,11 @@ def main() -> None:
         copy_real(sets["real 480x640 JPEG"], args.inputs)
         for kind, root in sets.items():
             for workers in (int(w) for w in args.workers.split(",")):
-                for preprocess in (True, False):
-                    rate = throughput(root, workers, spec, preprocess)
+                for resize in ("upstream", "antialias"):
+                    spec = ClipSpec(num_frames=16, frame_step=4, crop=args.crop, resize=resize)
+                    rate = throughput(root, workers, spec)
                     per = rate / max(workers, 1)
-                    mode = "decode + resize" if preprocess else "decode only (resize on GPU)"
+                    mode = f"decode + resize={resize}"
                     rows.append((kind, workers, mode, rate, per))
                     print(f"{kind}, {workers} workers, {mode}: {rate:.1f} clips/s", flush=True)
     command = "python bench/dataloader.py " + " ".join(sys.argv[1:])

@@ -1,11 +1,13 @@
-"""GPU extraction benchmark: ViT-L, real preprocessing, synthetic echo DICOMs; clips/s and MFU.
+"""GPU extraction benchmark: ViT-L, real preprocessing, real JPEG echo DICOMs; clips/s and MFU.
 
-Run on a CUDA machine (the device tool), not in CI::
+Run on a CUDA machine, not in CI::
 
-    python bench/gpu_extract.py [--inputs 256] [--workers 12] [--batch-size 32]
+    python bench/gpu_extract.py [--inputs 256] [--workers 12] [--batch-size 32] [--pool mean]
 
-Reports (1) the encoder alone on ready tensors and (2) the whole pipeline (DataLoader decode
-+ on-GPU resize + inference + commits), each as clips/s and model-FLOP utilization (MFU) of the
+Reports (1) the encoder alone on ready tensors and (2) the whole pipeline (DataLoader workers
+decode + resize to uint8 crops, normalize on the GPU, inference, commits; ``--pool`` also stores
+tokens) on copies of pydicom-data's 120-frame 480x640 JPEG Baseline ultrasound, each as clips/s
+and model-FLOP utilization (MFU) of the
 GPU's dense bf16 peak, and appends them to bench/RESULTS.md. The weights are random (no
 download); the FLOPs and the data path are those of the real ViT-L.
 """
@@ -13,6 +15,7 @@ download); the FLOPs and the data path are those of the real ViT-L.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -40,17 +43,17 @@ def flops_per_clip(config, frames: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=256)
-    parser.add_argument("--frames", type=int, default=74)
     parser.add_argument("--workers", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--model", default="vitl")
+    parser.add_argument("--pool", default="mean", help="mean, grid:T,H,W or none")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
+    from pydicom.data import get_testdata_file
     from transformers import VJEPA2Config, VJEPA2Model
 
-    from embstore.extract import extract
-    from embstore.extractors import VJEPA2_PRESETS
-    from embstore.samples import make_dicom
+    from embstore.extraction import extract
+    from embstore.extraction.encoders import VJEPA2_PRESETS
 
     name = torch.cuda.get_device_name()
     peak = next((v for k, v in PEAK_BF16.items() if k in name), float("nan"))
@@ -73,17 +76,11 @@ def main() -> None:
         tmp = Path(tmp)
         model.save_pretrained(tmp / "hf")
         del model
+        source = Path(get_testdata_file("color3d_jpeg_baseline.dcm"))
         for i in range(args.inputs):
             folder = tmp / "in" / f"p1000{i:04d}" / "s1"
             folder.mkdir(parents=True)
-            make_dicom(
-                folder / f"{i}.dcm",
-                frames=args.frames,
-                rows=600,
-                columns=800,
-                photometric="YBR_FULL" if i % 2 else "RGB",
-                seed=i,
-            )
+            shutil.copy(source, folder / f"{i}.dcm")
         report = extract(
             tmp / "in",
             store=tmp / "s.zarr",
@@ -94,10 +91,16 @@ def main() -> None:
             num_workers=args.workers,
             device="cuda",
             layout="mimic-echo",
+            pool=args.pool,
+            confirm=True,
         )
         rate = report.clips / report.seconds
         rows.append(
-            (f"whole pipeline ({args.workers} workers, resize on GPU)", rate, rate * flops / peak)
+            (
+                f"whole pipeline ({args.workers} workers, pool {args.pool})",
+                rate,
+                rate * flops / peak,
+            )
         )
         print(f"pipeline {rate:.1f} clips/s, MFU {rows[1][2]:.1%}", flush=True)
     command = "python bench/gpu_extract.py " + " ".join(sys.argv[1:])

@@ -216,3 +216,48 @@ def _to_original(model) -> dict:  # noqa: ANN001 - VJEPA2Model
         qkv = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
         out[f"module.backbone.{base}.attn.qkv.{kind}"] = qkv.clone()
     return out
+
+
+#: Header elements :func:`make_dicom_with_secret` can break, each in its own file.
+MALFORMED = ("PhotometricInterpretation", "BitsAllocated", "NumberOfFrames", "FrameTime")
+
+
+def make_dicom_with_secret(
+    file: str | os.PathLike[str], secret: str, *, malformed: str | None = None, frames: int = 4
+) -> None:
+    """A multi-frame DICOM with ``secret`` (<= 16 characters, upper case) in every text element:
+    patient and study fields, a private tag, the file meta; with ``malformed``, that header
+    element (see :data:`MALFORMED`) holds ``secret`` instead of a valid value, so decoding fails.
+    """
+    from pydicom import config, dcmread
+    from pydicom.dataelem import DataElement
+    from pydicom.tag import Tag
+
+    make_dicom(file, frames=frames, rows=16, columns=16, patient_name=secret)
+    ds = dcmread(file)
+    for keyword in (
+        "PatientID",
+        "PatientComments",
+        "InstitutionName",
+        "StudyDescription",
+        "ReferringPhysicianName",
+        "OperatorsName",
+        "SeriesDescription",
+        "AccessionNumber",
+        "StationName",
+        "Manufacturer",
+    ):
+        setattr(ds, keyword, secret)
+    block = ds.private_block(0x0099, "EMBSTORE TEST", create=True)
+    block.add_new(0x01, "LO", secret)
+    ds.file_meta.ImplementationVersionName = secret[:16]
+    ds.file_meta.SourceApplicationEntityTitle = secret[:16]
+    if malformed is not None:
+        tag = Tag(malformed)
+        ds[tag] = DataElement(tag, "LO", secret)  # the wrong VR carries the text as is
+    previous = config.settings.writing_validation_mode
+    config.settings.writing_validation_mode = config.IGNORE
+    try:
+        ds.save_as(file, enforce_file_format=True)
+    finally:
+        config.settings.writing_validation_mode = previous

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from embstore.dicom import SingleFrameError, convert_dicom, frame_rate, is_dicom, read_dicom_frames
 from embstore.errors import BadInputError
+from embstore.extraction.convert import convert_dicom
+from embstore.extraction.decode import SingleFrameError, frame_rate, is_dicom, read_dicom_frames
 from embstore.samples import make_dicom
 
 PHOTOMETRIC = ["RGB", "YBR_FULL", "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"]
@@ -85,3 +86,15 @@ def test_convert_dicom_writes_mp4s_that_decode_back(tmp_path):
 def test_convert_rejects_odd_target_size(tmp_path):
     with pytest.raises(BadInputError, match="even"):
         convert_dicom(tmp_path, tmp_path / "o", target_size=255)
+
+
+def test_jpeg_ybr_frames_decoded_by_libjpeg_equal_pydicoms_conversion():
+    """The fast path (libjpeg's own YCbCr -> RGB) gives pydicom's pixels on a real echo cine."""
+    from pydicom.pixels import iter_pixels
+
+    path = get_testdata_file("color3d_jpeg_baseline.dcm")
+    wanted = [40, 0, 7, 7, 119]
+    frames, _, _ = read_dicom_frames(path, select=lambda n: np.array(wanted))
+    unique = sorted(set(wanted))
+    by_pydicom = dict(zip(unique, iter_pixels(path, indices=unique), strict=True))
+    np.testing.assert_array_equal(frames, np.stack([by_pydicom[i] for i in wanted]))

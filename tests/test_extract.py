@@ -10,14 +10,18 @@ import numpy as np
 import pytest
 import torch
 from pydicom.data import get_testdata_file
+from typer.testing import CliRunner
 
 import embstore
-from embstore.dicom import read_dicom_frames, write_mp4
-from embstore.errors import StoreError
-from embstore.extract import extract, list_inputs, parse_shard, shard_of
-from embstore.extractors import REGISTRY, VJEPA2Settings, load_vjepa2
-from embstore.samples import make_dicom, make_tiny_vjepa2
-from embstore.video import ClipSpec, preprocess, read_video
+from cli import app
+from embstore.errors import BadInputError, EmbstoreError, StoreError
+from embstore.extraction import ClipSpec, convert_dicom, extract, parse_shard
+from embstore.extraction.convert import write_mp4
+from embstore.extraction.dataset import list_inputs, shard_of
+from embstore.extraction.decode import read_frames
+from embstore.extraction.encoders import REGISTRY, VJEPA2Settings, load_vjepa2
+from embstore.extraction.pipeline import pool_tokens
+from embstore.samples import MALFORMED, make_dicom, make_dicom_with_secret, make_tiny_vjepa2
 
 SECRET = "Zyxwvut^Secretname"
 
@@ -68,15 +72,14 @@ def run(tree, store, tiny, **kwargs):
     return extract(tree, store=store, **args)
 
 
-def direct(model, frames, spec):
+def direct_tokens(model, file, spec):
+    """Tokens ``(clips, L, D)`` of a forward pass on the whole decoded file, picked and
+    preprocessed by hand."""
+    frames = read_frames(file)[0]
+    picked = frames[spec.indices(len(frames)).ravel()]
+    clips = spec.normalize(torch.from_numpy(spec.resize_frames(picked)))
     with torch.inference_mode():
-        clips = preprocess(frames, spec)
-        return (
-            model(pixel_values_videos=clips, skip_predictor=True)
-            .last_hidden_state.mean(dim=1)
-            .mean(dim=0)
-            .numpy()
-        )
+        return model(pixel_values_videos=clips, skip_predictor=True).last_hidden_state
 
 
 def test_both_checkpoint_formats_give_the_embeddings_of_a_direct_forward(echo_tree, tmp_path, tiny):
@@ -89,19 +92,9 @@ def test_both_checkpoint_formats_give_the_embeddings_of_a_direct_forward(echo_tr
     model = load_vjepa2(VJEPA2Settings(checkpoint=str(tiny["hf"])))
     spec = ClipSpec(num_frames=4, frame_step=1, crop=32)
     for i, rel in enumerate(da.path.values):
-        file = echo_tree / rel
-        frames = read_video(file)[0] if rel.endswith(".mp4") else read_dicom_frames(file)[0]
-        np.testing.assert_allclose(
-            da.embedding.values[i], direct(model, frames, spec), rtol=1e-4, atol=1e-5
-        )
+        expected = direct_tokens(model, echo_tree / rel, spec).mean(dim=1).mean(dim=0).numpy()
+        np.testing.assert_allclose(da.embedding.values[i], expected, rtol=1e-4, atol=1e-5)
     assert da.subject.values[0] == "p10000000" and da.study.values[0] == "s90000000"
-
-
-def test_preprocessing_on_the_device_matches_the_workers(echo_tree, tmp_path, tiny):
-    run(echo_tree, tmp_path / "w.zarr", tiny, preprocess_on="workers", num_workers=1)
-    run(echo_tree, tmp_path / "d.zarr", tiny, preprocess_on="device")
-    w, d = embstore.open(tmp_path / "w.zarr"), embstore.open(tmp_path / "d.zarr")
-    np.testing.assert_allclose(w.embedding.values, d.embedding.values, rtol=1e-5, atol=1e-6)
 
 
 def test_checkpoint_key_encoder_is_a_different_model(echo_tree, tmp_path, tiny):
@@ -125,6 +118,7 @@ def test_everything_that_defines_the_numbers_is_recorded_and_enforced(echo_tree,
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
     }
+    assert (ex["sampling"], ex["resize"], ex["pool"]) == ("upstream", "upstream", "mean")
     assert (
         ex["architecture"]["hidden_size"] == 32
         and ex["dtype"] == "float32"
@@ -135,16 +129,74 @@ def test_everything_that_defines_the_numbers_is_recorded_and_enforced(echo_tree,
     assert "90000009_0003.dcm" in entry["bad"][0]
     with pytest.raises(StoreError, match="frame_step"):
         run(echo_tree, tmp_path / "s.zarr", tiny, clips=2, frame_step=2)
+    with pytest.raises(StoreError, match="sampling"):
+        run(echo_tree, tmp_path / "s.zarr", tiny, clips=2, sampling="centered")
 
 
-def test_no_header_bytes_reach_the_store_unless_allow_listed(echo_tree, tmp_path, tiny):
+PHI = "ZQX_SECRET_42"
+
+
+def test_no_header_byte_reaches_a_store_or_an_mp4_unless_allow_listed(tmp_path, tiny):
+    """Every text element holds PHI; malformed pixel-module values hold it too, so decoders
+    fail on it: neither stored rows, nor recorded errors, nor MP4s may carry it."""
+    root = tmp_path / "in" / "p10" / "p10000001" / "s1"
+    root.mkdir(parents=True)
+    for name in ("ok", *MALFORMED):
+        make_dicom_with_secret(root / f"{name}.dcm", PHI, malformed=None if name == "ok" else name)
     store = tmp_path / "s.zarr"
-    run(echo_tree, store, tiny, dicom_tags=["Manufacturer"])
-    assert embstore.open(store).Manufacturer.values.tolist()[:4] == ["embstore-test"] * 4
-    for secret in (SECRET, "Zyxwvut", "PID-123456", "19700101"):
-        for file in store.rglob("*"):
-            if file.is_file():
-                assert secret.encode() not in file.read_bytes(), f"{secret} leaked into {file}"
+    tags = ["--dicom-tags", "Modality", "--dicom-tags", "Rows"]  # a repeatable option
+    args = _cli_args(tmp_path / "in", store, tiny, *tags)[3:]
+    result = CliRunner().invoke(app, [a for a in args if a != "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "bad (skipped)" in result.output and PHI not in result.output
+    ds = embstore.open(store)
+    assert ds.Modality.values.tolist() == ["US"] and ds.Rows.values.tolist() == ["16"]
+    converted = convert_dicom(tmp_path / "in", tmp_path / "mp4", target_size=16)
+    assert len(converted.converted) == 1 and len(converted.failed) == len(MALFORMED)
+    assert all(PHI not in problem for _, problem in converted.failed)
+    files = [f for f in [*store.rglob("*"), *(tmp_path / "mp4").rglob("*")] if f.is_file()]
+    assert any(f.suffix == ".mp4" for f in files)
+    for file in files:
+        assert PHI.encode() not in file.read_bytes(), f"{PHI} leaked into {file}"
+
+
+def test_tokens_pooled_to_a_grid_and_all_tokens_load_lazily(echo_tree, tmp_path, tiny):
+    model = load_vjepa2(VJEPA2Settings(checkpoint=str(tiny["hf"])))
+    spec = ClipSpec(num_frames=4, frame_step=1, clips=2, crop=32)
+    for pool, tokens in (("grid:1,2,2", 4), ("none", 2 * 2 * 2)):
+        store = tmp_path / f"{pool}.zarr"
+        run(echo_tree, store, tiny, limit=3, pool=pool, clips=2)
+        ds = embstore.open(store)
+        assert ds.tokens.dims == ("sample", "token", "feature") and ds.tokens.chunks[0][0] == 1
+        assert ds.tokens.shape == (3, tokens, 32) and ds.tokens.dtype == np.float16
+        assert ds.attrs["embstore"]["extraction"]["pool"] == pool
+        for i, rel in enumerate(ds.path.values):
+            out = direct_tokens(model, echo_tree / rel, spec)
+            expected = pool_tokens(out, (2, 2, 2), pool).mean(dim=0).half().numpy()
+            np.testing.assert_allclose(
+                ds.tokens[i].values.astype(np.float32), expected, rtol=2e-3, atol=2e-3
+            )
+            np.testing.assert_allclose(
+                ds.embedding.values[i], out.mean(dim=1).mean(dim=0), rtol=1e-4, atol=1e-5
+            )
+
+
+def test_token_size_is_projected_and_refused_above_max_size(echo_tree, tmp_path, tiny):
+    with pytest.raises(EmbstoreError, match="max_size"):
+        run(echo_tree, tmp_path / "s.zarr", tiny, pool="none", max_size=100)
+    assert not (tmp_path / "s.zarr").exists()
+    report = run(echo_tree, tmp_path / "s.zarr", tiny, pool="none", max_size=100, confirm=True)
+    assert report.token_bytes == 9 * 8 * 32 * 2  # 9 inputs (a still and a bad file among them)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named_in_one_line(echo_tree, tmp_path, tiny):
+    embeddings = {f"p10/s{i}/{i}.mp4": torch.zeros(4) for i in range(1500)}
+    torch.save(embeddings, tmp_path / "emb.pt")
+    with pytest.raises(BadInputError) as caught:
+        run(echo_tree, tmp_path / "s.zarr", {**tiny, "original": tmp_path / "emb.pt"})
+    message = str(caught.value)
+    assert "1500 keys" in message and "'p10/s0/0.mp4'" in message and len(message) < 300
+    assert not (tmp_path / "s.zarr").exists()
 
 
 def test_resume_after_a_partial_run_adds_only_the_rest(echo_tree, tmp_path, tiny):
@@ -160,6 +212,8 @@ def test_shard_split_is_deterministic_and_complete(echo_tree):
     parts = [[p for p in paths if shard_of(p, 3) == i] for i in range(3)]
     assert sorted(sum(parts, [])) == paths and parse_shard("2/3") == (2, 3)
     assert "vjepa2" in REGISTRY
+    with pytest.raises(BadInputError, match="grid"):
+        run(echo_tree, echo_tree.parent / "s.zarr", {"original": "x", "config": "x"}, pool="grid:2")
 
 
 CLI = [sys.executable, "-c", "import cli; cli.main()"]
@@ -236,3 +290,22 @@ def test_kill_minus_9_mid_extraction_then_rerun_completes(echo_tree, tmp_path, t
     subprocess.run(_cli_args(echo_tree, store, tiny), check=True, timeout=180)
     paths = embstore.open(store).path.values.tolist()
     assert len(paths) == len(set(paths)) == 17 and embstore.validate(store).ok
+
+
+def test_a_store_made_before_the_rules_were_recorded_grows_only_with_the_earlier_rules(
+    monkeypatch, tmp_path
+):
+    from embstore.extraction import pipeline
+
+    class Fake:
+        def describe(self):
+            return {"family": "vjepa2", "model": "m"}
+
+    old = {"family": "vjepa2", "model": "m", "clip": ClipSpec().geometry()}
+    monkeypatch.setattr(pipeline, "_existing_record", lambda store: old)
+    earlier = ClipSpec(sampling="centered", resize="antialias")
+    assert pipeline.describe_run(Fake(), earlier, "mean", tmp_path) == old
+    with pytest.raises(StoreError, match="sampling='centered', resize='antialias'"):
+        pipeline.describe_run(Fake(), ClipSpec(), "mean", tmp_path)
+    monkeypatch.setattr(pipeline, "_existing_record", lambda store: None)
+    assert pipeline.describe_run(Fake(), ClipSpec(), "mean", tmp_path)["sampling"] == "upstream"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embstore.store import StoreWriter
 
 import embstore
+from embstore.store import StoreWriter
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 from dask.callbacks import Callback
-from embstore.store import StoreWriter
 from typer.testing import CliRunner
 
 import embstore
 from cli import app
 from embstore.errors import EmbstoreError
 from embstore.quality import stats as insp
+from embstore.store import StoreWriter
 
 
 def test_planted_defects_are_found_with_their_rows(defective):

@@ -2,7 +2,9 @@
 
 An extractor has a ``name``, a config dataclass, a ``dim`` and ``embed(clips) -> (n, dim)``;
 :data:`REGISTRY` maps model family names to factories, so a second family plugs in without
-touching the pipeline (:mod:`embstore.extract`).
+touching the pipeline (:mod:`embstore.extraction.pipeline`). Each extractor owns its
+preprocessing (:meth:`Extractor.clip_spec`). A checkpoint is checked before any model is built,
+so a wrong file is reported in seconds.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ._fs import file_digest
-from .errors import BadInputError
+from .._fs import file_digest
+from ..errors import BadInputError
+from .preprocess import ClipSpec
 
 #: The original V-JEPA2 encoders (facebookresearch/vjepa2), as VJEPA2Config arguments.
 VJEPA2_PRESETS: dict[str, dict[str, Any]] = {
@@ -51,14 +54,21 @@ VJEPA2_PRESETS: dict[str, dict[str, Any]] = {
 
 
 class Extractor(Protocol):
-    """What the pipeline needs of a model."""
+    """What the pipeline needs of a model: tokens for ready clips, and its preprocessing."""
 
     name: str
     dim: int
     crop: int
+    device: Any
 
-    def embed(self, clips: Any) -> Any:
-        """``(n, frames, 3, crop, crop)`` float tensor -> ``(n, dim)`` embeddings."""
+    def clip_spec(self, **settings: Any) -> ClipSpec:
+        """The model's preprocessing (:class:`ClipSpec`) for these clip settings."""
+
+    def token_grid(self, num_frames: int) -> tuple[int, int, int]:
+        """``(T, H, W)`` of the token grid a clip of ``num_frames`` frames becomes."""
+
+    def tokens(self, clips: Any) -> Any:
+        """``(n, frames, 3, crop, crop)`` float tensor -> ``(n, T*H*W, dim)`` float32 tokens."""
 
     def describe(self) -> dict[str, Any]:
         """Everything that defines the numbers, for the store's attrs."""
@@ -135,7 +145,7 @@ def _vjepa2_config(model: str | None, checkpoint: Path) -> Any:
     if model is None:
         if not (checkpoint / "config.json").is_file():
             raise BadInputError(
-                str(checkpoint), "--model is needed unless --checkpoint is a Hugging Face folder"
+                str(checkpoint), "model is needed unless checkpoint is a Hugging Face folder"
             )
         return VJEPA2Config.from_pretrained(checkpoint, local_files_only=True)
     if model in VJEPA2_PRESETS:
@@ -143,35 +153,73 @@ def _vjepa2_config(model: str | None, checkpoint: Path) -> Any:
     if Path(model).is_file():
         return VJEPA2Config.from_json_file(model)
     choices = ", ".join(VJEPA2_PRESETS)
-    raise BadInputError("--model", f"{model!r} is neither one of {choices} nor a config JSON file")
+    raise BadInputError("model", f"{model!r} is neither one of {choices} nor a config JSON file")
+
+
+def _example_keys(mapping: dict[Any, Any]) -> str:
+    keys = [repr(k)[:60] for k in list(mapping)[:3]]
+    return f"{len(mapping)} keys, e.g. {', '.join(keys)}"
+
+
+def read_encoder_state(settings: VJEPA2Settings) -> dict[str, Any]:
+    """The encoder weights of an original checkpoint, converted to ``VJEPA2Model`` keys.
+
+    Memory-maps the file (no full read) and checks its shape before any model is built:
+    a file that is not a V-JEPA2 checkpoint (say, a ``.pt`` of embeddings) is refused in one
+    line with its key count and a few example keys.
+    """
+    import torch
+
+    checkpoint = Path(settings.checkpoint)
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # files from torch < 1.6 (not zip) cannot be memory-mapped
+        saved = _load_plain(checkpoint)
+    except Exception as exc:  # noqa: BLE001 - pickle refusals and corrupt files alike
+        msg = f"cannot load checkpoint safely ({type(exc).__name__})"
+        raise BadInputError(str(checkpoint), msg) from None
+    if not isinstance(saved, dict):
+        msg = f"not a checkpoint: holds a {type(saved).__name__}, not a dict of weights"
+        raise BadInputError(str(checkpoint), msg)
+    key = settings.checkpoint_key
+    state = saved.get(key)
+    if not isinstance(state, dict):
+        msg = f"not a V-JEPA2 checkpoint: no {key!r} weights among its {_example_keys(saved)}"
+        raise BadInputError(str(checkpoint), msg)
+    if not any(str(k).endswith("patch_embed.proj.weight") for k in state):
+        msg = (
+            f"{key!r} is not a V-JEPA2 encoder (no patch_embed.proj.weight; {_example_keys(state)})"
+        )
+        raise BadInputError(str(checkpoint), msg)
+    return {k.removeprefix("encoder."): v for k, v in convert_original_state_dict(state).items()}
+
+
+def _load_plain(checkpoint: Path) -> Any:
+    import torch
+
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle refusals and corrupt files alike
+        msg = f"cannot load checkpoint safely ({type(exc).__name__})"
+        raise BadInputError(str(checkpoint), msg) from None
 
 
 def load_vjepa2(settings: VJEPA2Settings) -> Any:
-    """A ``VJEPA2Model`` in eval mode from an original checkpoint or a local HF folder."""
-    import torch
-    from transformers import VJEPA2Model
+    """A ``VJEPA2Model`` in eval mode from an original checkpoint or a local HF folder.
 
+    An original checkpoint is checked before transformers is even imported (a wrong file
+    fails in well under a second)."""
     checkpoint = Path(settings.checkpoint)
     if not checkpoint.exists():
         raise BadInputError(str(checkpoint), "checkpoint does not exist")
-    config = _vjepa2_config(settings.model, checkpoint)
-    if checkpoint.is_dir():
+    state = None if checkpoint.is_dir() else read_encoder_state(settings)
+    from transformers import VJEPA2Model
+
+    if state is None:
+        config = _vjepa2_config(settings.model, checkpoint)
         model = VJEPA2Model.from_pretrained(checkpoint, config=config, local_files_only=True)
         return model.eval()
-    try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle refusals and corrupt files alike
-        raise BadInputError(str(checkpoint), f"cannot load checkpoint safely ({exc})") from exc
-    if settings.checkpoint_key not in saved:
-        have = ", ".join(k for k in saved if isinstance(k, str))
-        raise BadInputError(
-            str(checkpoint), f"no {settings.checkpoint_key!r} in checkpoint (has: {have})"
-        )
-    model = VJEPA2Model(config)
-    state = {
-        k.removeprefix("encoder."): v
-        for k, v in convert_original_state_dict(saved[settings.checkpoint_key]).items()
-    }
+    model = VJEPA2Model(_vjepa2_config(settings.model, checkpoint))
     missing, unexpected = model.encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         msg = (
@@ -183,7 +231,8 @@ def load_vjepa2(settings: VJEPA2Settings) -> Any:
 
 
 class VJEPA2Extractor:
-    """Frozen V-JEPA2 encoder; clip embedding = mean over tokens of the last hidden state."""
+    """Frozen V-JEPA2 encoder: the last hidden state's tokens; preprocessing as upstream's
+    frozen evaluation (:mod:`embstore.extraction.preprocess`)."""
 
     name = "vjepa2"
 
@@ -193,45 +242,51 @@ class VJEPA2Extractor:
         self.settings = settings
         self.device = torch.device(settings.device)
         self.model = load_vjepa2(settings).to(self.device)
-        self.dim = int(self.model.config.hidden_size)
-        self.crop = int(self.model.config.crop_size)
-        self.num_frames = int(self.model.config.frames_per_clip)
+        config = self.model.config
+        self.dim = int(config.hidden_size)
+        self.crop = int(config.crop_size)
+        self.num_frames = int(config.frames_per_clip)
+        self._patch, self._tubelet = int(config.patch_size), int(config.tubelet_size)
         self._sha = sha256(Path(settings.checkpoint))
 
-    def embed(self, clips: Any) -> Any:
+    def clip_spec(self, **settings: Any) -> ClipSpec:
+        return ClipSpec(crop=self.crop, **settings)
+
+    def token_grid(self, num_frames: int) -> tuple[int, int, int]:
+        side = self.crop // self._patch
+        return (num_frames // self._tubelet, side, side)
+
+    def tokens(self, clips: Any) -> Any:
         import torch
 
         clips = clips.to(self.device, non_blocking=True)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         with torch.inference_mode(), autocast:
-            tokens = self.model(pixel_values_videos=clips, skip_predictor=True).last_hidden_state
-        return tokens.float().mean(dim=1)
+            out = self.model(pixel_values_videos=clips, skip_predictor=True).last_hidden_state
+        return out.float()
 
     def describe(self) -> dict[str, Any]:
         import torch
         import transformers
 
         config = self.model.config.to_dict()
+        keys = (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "mlp_ratio",
+            "patch_size",
+            "tubelet_size",
+            "crop_size",
+        )
+        is_folder = Path(self.settings.checkpoint).is_dir()
         return {
             "family": self.name,
             "model": self.settings.model or Path(self.settings.checkpoint).name,
             "checkpoint": str(self.settings.checkpoint),
             "checkpoint_sha256": self._sha,
-            "checkpoint_key": None
-            if Path(self.settings.checkpoint).is_dir()
-            else self.settings.checkpoint_key,
-            "architecture": {
-                k: config[k]
-                for k in (
-                    "hidden_size",
-                    "num_hidden_layers",
-                    "num_attention_heads",
-                    "mlp_ratio",
-                    "patch_size",
-                    "tubelet_size",
-                    "crop_size",
-                )
-            },
+            "checkpoint_key": None if is_folder else self.settings.checkpoint_key,
+            "architecture": {k: config[k] for k in keys},
             "pooling": "mean over tokens of last_hidden_state; mean over clips",
             "dtype": "bfloat16 autocast" if self.device.type == "cuda" else "float32",
             "device": self.device.type,
@@ -250,5 +305,6 @@ __all__ = [
     "Extractor",
     "VJEPA2Extractor",
     "convert_original_state_dict",
+    "read_encoder_state",
     "register",
 ]
