@@ -51,7 +51,10 @@ def read_labels_csv(
         raise BadInputError(name, f"unreadable CSV ({first_line(exc)})") from exc
     if key not in table.columns:
         raise BadInputError(name, f"no {key!r} column to join on (columns: {list(table.columns)})")
-    columns = [check_label_name(str(c)) for c in table.columns if c != key]
+    try:
+        columns = [check_label_name(str(c)) for c in table.columns if c != key]
+    except BadInputError as exc:
+        raise BadInputError(name, f"column {exc.problem}") from None
     for column in columns:
         if column in INTEGER_LABELS:
             bad = ~table[column].str.fullmatch(r"-?\d+|")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import embstore
@@ -461,3 +461,22 @@ def test_any_mangled_zarr_loads_correctly_or_fails_in_one_line(tmp_path_factory,
         assert sorted(rows) == sorted(expected)
         for key, vector in rows.items():
             np.testing.assert_array_equal(vector, expected[key].astype("f4"))
+
+
+@given(
+    data=st.one_of(
+        st.binary(max_size=80),
+        st.text(alphabet='path,ab"\n\r\x00é', max_size=60).map(str.encode),
+    )
+)
+@example(data=b"path,\n")  # an unnamed column
+@example(data=b"path,1x\na,b\n")  # a column no label can be named
+def test_any_csv_loads_or_fails_in_one_line_naming_it(tmp_path_factory, data):
+    file = tmp_path_factory.mktemp("csv") / "labels.csv"
+    file.write_bytes(data)
+    try:
+        table = read_labels_csv(file)
+    except EmbstoreError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith(str(file)), str(exc)
+    else:
+        assert table.key == "path"

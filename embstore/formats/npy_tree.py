@@ -1,9 +1,4 @@
-"""Trees of one-vector `.npy` files: `<root>/<category>/<subject>_<age>_month_level_avg.npy`.
-
-Read: every ``.npy`` file under a folder is a row keyed by its relative path. Write: one file
-per row at the row's relative path (``.npy`` appended when the path has another suffix), so
-exporting ``normalized`` of a store ingested from a tree reproduces that tree file for file.
-"""
+"""Trees of one-vector `.npy` files: `<root>/<category>/<subject>_<age>_month_level_avg.npy`."""
 
 from __future__ import annotations
 
@@ -131,18 +126,13 @@ def open_tree(path: Path) -> NpyTreeSource:
 
 
 def target_of(key: str) -> str:
-    """The relative file a row is exported to: its path, with ``.npy`` appended if needed."""
+    """A row's file: its path (``.npy`` appended if needed), so a tree exports file for file."""
     return posixpath.normpath(key if key.endswith(".npy") else key + ".npy")
 
 
 def check_keys(keys: Sequence[Any]) -> str | None:
-    """Why ``keys`` cannot become one file each inside the output folder (``None`` if they can).
-
-    Refused: a target outside the folder (absolute, or ``..`` after normalization), a name
-    the file system cannot hold (NUL, a component over 255 bytes), two rows on one file
-    (``x`` and ``x.npy``; ``a/./b`` and ``a/b``) and a file that is also a folder of another
-    row's file (``d.npy`` and ``d.npy/e``).
-    """
+    """Why ``keys`` cannot each become one file inside the output folder, if they cannot:
+    outside it, a name no file can have, two rows on one file, a file that is also a folder."""
     files: dict[str, Any] = {}
     for key in keys:
         if not isinstance(key, str):
