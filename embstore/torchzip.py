@@ -22,11 +22,13 @@ naming it.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import mmap
 import os
 import pickle
 import struct
+import weakref
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
@@ -254,12 +256,30 @@ def read_vector_dict(file: str | os.PathLike[str]) -> VectorDict:
 
 def _read_fast(file: Path) -> VectorDict:
     try:
-        with open(file, "rb") as f:
-            archive = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except ValueError as exc:  # an empty file cannot be mapped
-        raise _Unusual("empty file") from exc
+        fd = os.open(file, os.O_RDONLY)
     except OSError as exc:
         raise BadInputError(str(file), f"cannot read: {exc.strerror or exc}") from None
+    try:
+        try:
+            archive = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except ValueError as exc:  # an empty file cannot be mapped
+            raise _Unusual("empty file") from exc
+        obj, members = _parse(file, archive)
+        if not isinstance(obj, dict):
+            msg = f"expected a dict {{path: tensor}}, got {type(obj).__name__}"
+            raise BadInputError(str(file), msg)
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            archive.madvise(mmap.MADV_DONTNEED)  # rows are read with pread: drop the mapping
+        keys, other_keys, lengths, problems, rows = _vector_dict(obj)
+        gather = _ArchiveGather(str(file), fd, archive, *rows)
+    except BaseException:
+        os.close(fd)
+        raise
+    return VectorDict(keys, other_keys, lengths, problems, gather)
+
+
+def _parse(file: Path, archive: mmap.mmap) -> tuple[Any, dict[str, tuple[int, int]]]:
+    """The unpickled ``data.pkl`` (tensors as records) and the storage records it uses."""
     try:
         with zipfile.ZipFile(file) as zf:
             infos = zf.infolist()
@@ -275,17 +295,17 @@ def _read_fast(file: Path) -> VectorDict:
         for i, start in zip(infos, starts, strict=True)
         if i.filename.startswith(prefix + "data/")
     }
+    collecting = gc.isenabled()
+    gc.disable()  # unpickling makes ~3 objects per tensor, none of them cyclic garbage
     try:
-        obj = _RecordUnpickler(data, members).load()
+        return _RecordUnpickler(data, members).load(), members
     except (_Unusual, _Refused):
         raise
     except Exception as exc:  # a broken pickle: torch.load says what is wrong with it
         raise _Unusual("pickle") from exc
-    if not isinstance(obj, dict):
-        raise BadInputError(
-            str(file), f"expected a dict {{path: tensor}}, got {type(obj).__name__}"
-        )
-    return _vector_dict(obj, archive)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _check_layout(archive: mmap.mmap, infos: list[zipfile.ZipInfo]) -> list[int]:
@@ -382,8 +402,8 @@ def _read_records(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> bytes:
     return zf.read(prefix + "data.pkl")
 
 
-def _vector_dict(obj: dict, archive: mmap.mmap) -> VectorDict:
-    """Sorted string keys with each 1-D record's storage position, or a problem."""
+def _vector_dict(obj: dict) -> tuple:
+    """Sorted string keys, and per key its vector's length, position and dtype or a problem."""
     other_keys = [k for k in obj if not isinstance(k, str)]
     keys = sorted(k for k in obj if isinstance(k, str))
     n = len(keys)
@@ -407,56 +427,74 @@ def _vector_dict(obj: dict, archive: mmap.mmap) -> VectorDict:
             start[i] = storage.start + value.offset * itemsize
             step[i] = value.stride[0] * itemsize
             code[i] = storage.code
-    return VectorDict(
-        keys, other_keys, lengths, problems, _MappedGather(archive, start, step, code)
-    )
+    return keys, other_keys, lengths, problems, (start, step, code)
 
 
-class _MappedGather:
-    """Copies rows out of the mapped archive, one numpy assignment per evenly spaced run."""
+class _ArchiveGather:
+    """Copies rows out of the archive, one numpy assignment per run of evenly spaced rows.
 
-    def __init__(self, archive: mmap.mmap, start: np.ndarray, step: np.ndarray, code: np.ndarray):
-        self.archive, self.start, self.step, self.code = archive, start, step, code
+    Rows are read in blocks: each block's byte span is read with one ``pread`` when it is
+    compact (the common case: rows stored in key order), else the rows are copied from the
+    mapping. Either way numpy checks that every view stays inside what was read.
+    """
+
+    BLOCK_ROWS = 4096
+    MAX_SPAN = 64 << 20
+
+    def __init__(
+        self,
+        name: str,
+        fd: int,
+        archive: mmap.mmap,
+        start: np.ndarray,
+        step: np.ndarray,
+        code: np.ndarray,
+    ) -> None:
+        self.name, self.fd, self.archive = name, fd, archive
+        self.start, self.step, self.code = start, step, code
+        weakref.finalize(self, os.close, fd)
 
     def __call__(self, positions: np.ndarray, d: int) -> np.ndarray:
         out = np.empty((len(positions), d), dtype=np.float32)
-        if not len(positions):
-            return out
+        for a in range(0, len(positions), self.BLOCK_ROWS):
+            block = positions[a : a + self.BLOCK_ROWS]
+            self._block(out[a : a + len(block)], block, d)
+        return out
+
+    def _block(self, out: np.ndarray, positions: np.ndarray, d: int) -> None:
         start, step, code = self.start[positions], self.step[positions], self.code[positions]
+        lo = int(start.min())
+        hi = int((start + step * (d - 1)).max()) + _NUMPY[int(code.max())].itemsize
+        if hi - lo <= self.MAX_SPAN:
+            buffer: Any = bytearray(hi - lo)
+            if os.preadv(self.fd, [buffer], lo) != len(buffer):
+                raise BadInputError(self.name, "the file changed while it was read")
+            start = start - lo
+        else:
+            buffer = self.archive
         if (step == step[0]).all() and (code == code[0]).all():
             spacing = np.diff(start)
             # runs of equal spacing; neighbouring runs share their boundary row
             cuts = np.flatnonzero(spacing[1:] != spacing[:-1]) + 1
             for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(spacing)], strict=True):
                 gap = int(spacing[a]) if len(spacing) else 0
-                self._copy(out, a, b + 1, int(start[a]), gap, int(step[0]), int(code[0]), d)
+                _copy(out[a : b + 1], buffer, int(start[a]), gap, int(step[0]), int(code[0]))
         else:
             for i in range(len(positions)):
-                self._copy(out, i, i + 1, int(start[i]), 0, int(step[i]), int(code[i]), d)
-        self._release(int(start.min()), int(start.max()) + int(step.max()) * d + 8)
-        return out
+                _copy(out[i : i + 1], buffer, int(start[i]), 0, int(step[i]), int(code[i]))
 
-    def _copy(
-        self, out: np.ndarray, a: int, b: int, first: int, gap: int, step: int, code: int, d: int
-    ) -> None:
-        rows = out[a:b]
-        if gap < 0:  # rows run backwards through the archive: read them forwards
-            first, gap, rows = first + gap * (b - a - 1), -gap, rows[::-1]
-        view = np.ndarray(
-            (b - a, d), dtype=_NUMPY[code], buffer=self.archive, offset=first, strides=(gap, step)
-        )  # numpy checks that the view stays inside the archive
-        if code == _BF16:
-            rows[...] = (view.astype(np.uint32) << 16).view(np.float32)
-        else:
-            rows[...] = view
 
-    def _release(self, first: int, stop: int) -> None:
-        """Let the kernel drop the pages just read, so that memory stays flat."""
-        page = mmap.PAGESIZE
-        first, stop = first // page * page, min(stop, len(self.archive))
-        if stop > first and hasattr(mmap, "MADV_DONTNEED"):
-            with contextlib.suppress(OSError, ValueError):
-                self.archive.madvise(mmap.MADV_DONTNEED, first, stop - first)
+def _copy(rows: np.ndarray, buffer: Any, first: int, gap: int, step: int, code: int) -> None:
+    """Fill ``rows`` from ``buffer``: row ``i`` at ``first + i * gap``, items ``step`` apart."""
+    if gap < 0:  # rows run backwards through the archive: read them forwards
+        first, gap, rows = first + gap * (len(rows) - 1), -gap, rows[::-1]
+    view = np.ndarray(
+        rows.shape, dtype=_NUMPY[code], buffer=buffer, offset=first, strides=(gap, step)
+    )
+    if code == _BF16:
+        rows[...] = (view.astype(np.uint32) << 16).view(np.float32)
+    else:
+        rows[...] = view
 
 
 def _read_with_torch(file: Path) -> VectorDict:
