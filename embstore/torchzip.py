@@ -1,15 +1,17 @@
 """Read torch's zip ``.pt`` files of ``{key: 1-D tensor}`` fast and safely, as float32 rows.
 
-``torch.load(weights_only=True)`` of a 51,000-entry dict spends ~5 s building 51,000 tensors
-through a Python-level unpickler. For the dicts that embedding extraction writes, this module
-instead
+``torch.load(weights_only=True)`` of a 51,000 x 1024 dict spends ~3 s of CPU building 51,000
+tensors through a Python-level unpickler (measured on 2 cores; this module takes ~0.6 s).
+For the dicts that embedding extraction writes, this module instead
 
+* checks that the archive is laid out as ``torch.save`` writes it (one folder, uncompressed
+  records, no gaps or overlaps; checked on the mapped archive with numpy, not per record);
 * unpickles ``data.pkl`` with a :class:`pickle.Unpickler` whose ``find_class`` resolves only
   the tensor-rebuild function, ``collections.OrderedDict`` and the four floating-point storage
-  types, so no tensor (nor any other object) is built, only a small record per tensor;
-* maps the archive once and reads every tensor as a strided view of its storage member (torch
-  writes them uncompressed), copying consecutive rows with one numpy assignment per run of
-  evenly spaced tensors.
+  types, so no tensor (nor any other object) is built, only a small record per tensor, each
+  checked against its storage's bounds;
+* reads the rows in blocks, one ``pread`` per block, and copies each run of evenly spaced
+  tensors into the float32 matrix with one numpy assignment.
 
 Whatever this path does not handle (other globals that ``weights_only`` allows, other dtypes,
 big-endian data, compressed members, the legacy non-zip format) is read by
@@ -39,15 +41,15 @@ import numpy as np
 
 from .errors import BadInputError
 
-#: Storage types read natively: name -> (torch dtype name, numpy dtype of the raw bytes).
+#: Storage types read natively: name -> numpy dtype of the raw bytes.
 _STORAGES = {
-    "FloatStorage": ("torch.float32", np.dtype("<f4")),
-    "DoubleStorage": ("torch.float64", np.dtype("<f8")),
-    "HalfStorage": ("torch.float16", np.dtype("<f2")),
-    "BFloat16Storage": ("torch.bfloat16", np.dtype("<u2")),  # upper half of a float32
+    "FloatStorage": np.dtype("<f4"),
+    "DoubleStorage": np.dtype("<f8"),
+    "HalfStorage": np.dtype("<f2"),
+    "BFloat16Storage": np.dtype("<u2"),  # bfloat16: the upper half of a float32
 }
 _CODES = {name: code for code, name in enumerate(_STORAGES)}
-_NUMPY = [raw for _, raw in _STORAGES.values()]
+_NUMPY = list(_STORAGES.values())
 _BF16 = _CODES["BFloat16Storage"]
 #: Globals outside ``torch`` that ``torch.load(weights_only=True)`` may resolve.
 _WEIGHTS_ONLY_EXTRA = {
@@ -190,8 +192,8 @@ class VectorDict:
         The string keys, sorted.
     other_keys
         Keys that are not strings (never rows).
-    shapes
-        Per key, the tensor's shape, or ``None`` where the value is not a float tensor.
+    lengths
+        Per key, the vector's length, or 0 where the value is not a usable vector.
     problems
         Per key position, why the value is not a vector whatever the feature size.
     gather
