@@ -52,3 +52,13 @@ def test_mixed_tree_matches_np_load(tmp_path: Path, batch_rows: int) -> None:
     assert set(stored) == set(GOOD)
     for name, vector in GOOD.items():
         np.testing.assert_array_equal(stored[name], vector.astype("f4"))
+
+
+def test_walk_files_gives_sorted_relative_posix_paths(tmp_path: Path) -> None:
+    from embstore.paths import walk_files
+
+    for rel in ["top.npy", "a/b/c.npy", "a/x.npy", "b/skip.txt", "a/b/d/e.npy"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    found = walk_files(tmp_path, lambda p: p.endswith(".npy"))
+    assert found == ["a/b/c.npy", "a/b/d/e.npy", "a/x.npy", "top.npy"]
