@@ -31,10 +31,9 @@ def walk_files(root: str | os.PathLike[str], keep: Callable[[str], bool]) -> lis
     found = []
     for dirpath, dirnames, filenames in os.walk(Path(root), onerror=fail):
         dirnames.sort()
-        for name in filenames:
-            full = os.path.join(dirpath, name)
-            if keep(full):
-                found.append(os.path.relpath(full, root).replace(os.sep, "/"))
+        folder = os.path.relpath(dirpath, root).replace(os.sep, "/")  # once per folder
+        prefix = "" if folder == "." else folder + "/"
+        found += [prefix + name for name in filenames if keep(os.path.join(dirpath, name))]
     return sorted(found)
 
 

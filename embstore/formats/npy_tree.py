@@ -15,7 +15,7 @@ import xarray as xr
 from .._fs import walk_files
 from ..errors import BadInputError, first_line
 from ..keys import MAX_COMPONENT_BYTES, describe
-from .base import BadRow, Format, Progress, SourceBatch, blocks, check_vector, stack
+from .base import BadRow, Format, Progress, SourceBatch, blocks, check_vector
 
 _MAGIC = b"\x93NUMPY"
 
@@ -34,6 +34,7 @@ class NpyReader:
 
     def __init__(self) -> None:
         self._headers: dict[bytes, tuple[np.dtype, tuple[int, ...], int] | str] = {}
+        self._last_header = b""
 
     def read(self, file: str) -> np.ndarray | str:
         """Return the array in ``file``, or a string saying what is wrong with it."""
@@ -46,7 +47,7 @@ class NpyReader:
             return "not a .npy file (bad magic bytes)" if data else "empty file"
         size_bytes = 2 if data[6] == 1 else 4
         offset = 8 + size_bytes + int.from_bytes(data[8 : 8 + size_bytes], "little")
-        header = data[:offset]
+        header = self._last_header = data[:offset]
         parsed = self._headers.get(header)
         if parsed is None:
             parsed = self._headers[header] = _parse_header(header)
@@ -58,6 +59,47 @@ class NpyReader:
                 f"truncated: header promises {nbytes} bytes of data, file has {len(data) - offset}"
             )
         return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
+
+    def read_into(self, files: list[str], rows: np.ndarray) -> tuple[list[int], dict[int, str]]:
+        """Read ``files`` into ``rows`` (one per file, in order); return the rows filled.
+
+        A file whose header is the one the first good file had is read with one ``readv``
+        straight into its row (header bytes, row, one byte more to catch a longer file); any
+        other file takes :meth:`read`'s checked path. Returns the indices of the files read
+        and, per other index, what is wrong with that file.
+        """
+        filled: list[int] = []
+        problems: dict[int, str] = {}
+        row_bytes = rows.shape[1] * rows.itemsize
+        flat = memoryview(rows.reshape(-1).view(np.uint8))
+        known, scratch, spare = b"", bytearray(0), bytearray(1)
+        expected = -1
+        for i, file in enumerate(files):
+            if known:
+                try:
+                    fd = os.open(file, os.O_RDONLY)
+                    try:
+                        got = os.readv(
+                            fd, [scratch, flat[i * row_bytes : (i + 1) * row_bytes], spare]
+                        )
+                    finally:
+                        os.close(fd)
+                    if got == expected and scratch == known:
+                        filled.append(i)
+                        continue
+                except OSError:
+                    pass  # read() below says what is wrong
+            array = self.read(file)
+            problem = array if isinstance(array, str) else check_vector(array, rows.shape[1])
+            if problem is not None:
+                problems[i] = problem
+                continue
+            rows[i] = array
+            filled.append(i)
+            if not known and array.dtype == rows.dtype and array.dtype.isnative:
+                known = self._last_header
+                scratch, expected = bytearray(len(known)), len(known) + row_bytes
+        return filled, problems
 
 
 def _parse_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], int] | str:
@@ -97,21 +139,30 @@ class NpyTreeSource:
         reader = NpyReader()
         root = str(self.root)
         for start in range(0, len(self.files), batch_rows):
-            paths, vectors, bad, skipped = [], [], [], 0
-            for rel in self.files[start : start + batch_rows]:
-                if skip(rel):
-                    skipped += 1
-                    continue
-                file = os.path.join(root, rel)
-                array = reader.read(file)
-                problem = array if isinstance(array, str) else check_vector(array, feature_size)
-                if problem is not None:
-                    bad.append(BadRow(file, problem))
-                    continue
-                feature_size = feature_size or array.shape[0]
-                paths.append(rel)
-                vectors.append(array)
-            yield SourceBatch(paths, stack(vectors, feature_size), bad=bad, skipped=skipped)
+            chunk = self.files[start : start + batch_rows]
+            kept = [rel for rel in chunk if not skip(rel)]
+            files = [os.path.join(root, rel) for rel in kept]
+            if feature_size is None:  # the first good vector sets the size
+                feature_size = next(
+                    (a.shape[0] for a in map(reader.read, files) if _is_vector(a)), None
+                )
+            rows = np.empty((len(files), feature_size or 0), dtype=np.float32)
+            filled, problems = reader.read_into(files, rows) if feature_size else ([], {})
+            if not feature_size:  # no good vector: report each file's problem
+                problems = {i: _problem(reader.read(f)) for i, f in enumerate(files)}
+            bad = [BadRow(files[i], problems[i]) for i in sorted(problems)]
+            vectors = rows if len(filled) == len(files) else rows[filled]
+            yield SourceBatch(
+                [kept[i] for i in filled], vectors, bad=bad, skipped=len(chunk) - len(kept)
+            )
+
+
+def _is_vector(array: np.ndarray | str) -> bool:
+    return not isinstance(array, str) and check_vector(array, None) is None
+
+
+def _problem(array: np.ndarray | str) -> str:
+    return array if isinstance(array, str) else str(check_vector(array, None))
 
 
 def can_open(path: Path) -> bool:

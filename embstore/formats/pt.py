@@ -1,55 +1,21 @@
 """``.pt`` dict files ``{relative_path: tensor[D]}``, as the V-JEPA2 extraction scripts write.
 
-Read with ``torch.load(weights_only=True)`` only: a file that needs code to unpickle is
-refused, never executed. Write: ``torch.save`` of ``{path: tensor}``, one storage per row.
+Read by :mod:`embstore.formats.torchzip` (a restricted unpickler allowing exactly what
+``torch.load(weights_only=True)`` allows, with ``torch.load`` itself as the fallback): a file that
+needs code to unpickle is refused, never executed. Write: ``torch.save`` of
+``{path: tensor}``, one storage per row.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from ..errors import BadInputError, first_line
-from .base import (
-    BadRow,
-    Format,
-    Progress,
-    SourceBatch,
-    blocks,
-    check_vector,
-    duplicate_key,
-    stack,
-)
-
-
-def load_pt_dict(file: Path) -> dict[str, Any]:
-    """Load a ``{path: tensor}`` dict with ``torch.load(weights_only=True)``.
-
-    A file that needs arbitrary code to unpickle is refused, never executed.
-    """
-    import torch
-
-    try:
-        obj = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = first_line(exc)
-        msg = (
-            f"refused: loading it would run arbitrary code (torch.load weights_only=True: {first})"
-        )
-        raise BadInputError(str(file), msg) from exc
-    except Exception as exc:  # noqa: BLE001 - whatever a hostile file makes torch raise
-        first = first_line(exc)
-        raise BadInputError(str(file), f"unreadable .pt file ({first})") from exc
-    if not isinstance(obj, dict):
-        raise BadInputError(
-            str(file), f"expected a dict {{path: tensor}}, got {type(obj).__name__}"
-        )
-    return obj
+from .base import BadRow, Format, Progress, SourceBatch, blocks, duplicate_key, stack
+from .torchzip import VectorDict, read_vector_dict
 
 
 class PtDictSource:
@@ -58,12 +24,12 @@ class PtDictSource:
     def __init__(self, file: Path) -> None:
         self.file = Path(file)
         self.name = str(self.file)
-        self._data: dict[str, Any] | None = None
+        self._data: VectorDict | None = None
 
     @property
-    def data(self) -> dict[str, Any]:
+    def data(self) -> VectorDict:
         if self._data is None:
-            self._data = load_pt_dict(self.file)
+            self._data = read_vector_dict(self.file)
         return self._data
 
     def __len__(self) -> int:
@@ -75,47 +41,25 @@ class PtDictSource:
     def batches(
         self, *, batch_rows: int, feature_size: int | None, skip: Callable[[str], bool]
     ) -> Iterator[SourceBatch]:
-        import torch
-
         data = self.data
-        bad_keys = [
-            BadRow(self.locate(k), "key is not a string") for k in data if not isinstance(k, str)
-        ]
-        keys = sorted(k for k in data if isinstance(k, str))
-        for start in range(0, max(len(keys), 1), batch_rows):  # bad keys alone still report
-            paths, tensors, bad, skipped = [], [], bad_keys if start == 0 else [], 0
-            chunk = [k for k in keys[start : start + batch_rows] if not skip(k)]
-            skipped = min(batch_rows, len(keys) - start) - len(chunk)
-            values = [data[k] for k in chunk]
-            # one signature for the whole batch is the common case: check it once
-            kinds = {
-                (type(v), v.dtype, v.shape, v.layout) if isinstance(v, torch.Tensor) else None
-                for v in values
-            }
-            if (
-                len(kinds) == 1
-                and None not in kinds
-                and check_vector(values[0], feature_size) is None
-            ):
-                paths, tensors = chunk, values
-            else:
-                for key, value in zip(chunk, values, strict=True):
-                    if isinstance(value, torch.Tensor):
-                        problem = check_vector(value, feature_size)
-                    else:
-                        problem = f"value is a {type(value).__name__}, not a tensor"
-                    if problem is not None:
-                        bad.append(BadRow(self.locate(key), problem))
-                        continue
-                    feature_size = feature_size or int(value.shape[0])
-                    paths.append(key)
-                    tensors.append(value)
-            if tensors:
-                feature_size = feature_size or int(tensors[0].shape[0])
-                vectors = torch.stack(tensors).detach().to(torch.float32).resolve_neg().numpy()
-            else:
-                vectors = stack([], feature_size)
-            yield SourceBatch(paths, vectors, bad=bad, skipped=skipped)
+        bad_keys = [BadRow(self.locate(k), "key is not a string") for k in data.other_keys]
+        keys, feature_size = data.keys, feature_size or data.feature_size()
+        problems = data.problems(feature_size)
+        for start in range(0, len(keys), batch_rows):
+            stop = min(start + batch_rows, len(keys))
+            kept = [i for i in range(start, stop) if not skip(keys[i])]
+            bad = [BadRow(self.locate(keys[i]), problems[i]) for i in kept if i in problems]
+            good = [i for i in kept if i not in problems] if bad else kept
+            vectors = data.rows(good, feature_size) if good else stack([], feature_size)
+            paths = [keys[i] for i in good]
+            yield SourceBatch(
+                paths,
+                vectors,
+                bad=(bad_keys if start == 0 else []) + bad,
+                skipped=stop - start - len(kept),
+            )
+        if not keys and bad_keys:
+            yield SourceBatch([], stack([], feature_size), bad=bad_keys)
         self._data = None  # one dict in memory at a time, however many files are ingested
 
 
