@@ -39,7 +39,7 @@ from rich.text import Text
 import embstore
 from embstore.constants import DEFAULT_BATCH_ROWS
 from embstore.errors import EmbstoreError
-from embstore.formats import FORMATS
+from embstore.formats import NAMES as FORMAT_NAMES
 from embstore.labels import LAYOUTS
 
 app = typer.Typer(
@@ -82,7 +82,7 @@ class Duplicate(StrEnum):
 
 
 #: ``--format`` choices: the names in the format registry.
-Format = StrEnum("Format", {name.replace("-", "_"): name for name in FORMATS})  # type: ignore[misc]
+Format = StrEnum("Format", {name.replace("-", "_"): name for name in FORMAT_NAMES})  # type: ignore[misc]
 
 _debug = False
 

@@ -5,7 +5,7 @@ thousands of versions. This appends ``--commits`` small batches to a fresh store
 median commit time of the first and the last ten, and the disk used before and after ``gc``.
 Usage::
 
-    python bench/commit_latency.py [--commits 1000] [--rows 16] [--dim 1024]
+    python bench/commit_latency.py [--commits 1000] [--rows 16] [--dim 1024] [--row-chunk N]
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ def main() -> None:
     parser.add_argument("--commits", type=int, default=1000)
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--row-chunk", type=int, default=None, help="default: the store's")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="embstore-commits-"))
     store = work / "s"
-    writer = StoreWriter(store, feature_size=args.dim)
+    writer = StoreWriter(store, feature_size=args.dim, row_chunk=args.row_chunk)
     rng = np.random.default_rng(0)
     times = []
     for c in range(args.commits):
@@ -47,11 +48,13 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     first, last = statistics.median(times[:10]), statistics.median(times[-10:])
     before = du(store)
+    chunk = embstore.open(store).embedding.data.chunksize[0]
     zero = timedelta(0)
     embstore.gc(store, older_than=zero, safety_margin=zero)
     after = du(store)
     print(
-        f"{args.commits} commits of {args.rows} x {args.dim}: median commit "
+        f"{args.commits} commits of {args.rows} x {args.dim} (row chunk "
+        f"{chunk}): median commit "
         f"first 10 {first * 1000:.1f} ms, last 10 {last * 1000:.1f} ms, ratio {last / first:.2f}; "
         f"disk {before / 2**20:.1f} MiB before gc, {after / 2**20:.1f} MiB after "
         f"(data {args.commits * args.rows * args.dim * 4 / 2**20:.1f} MiB)"

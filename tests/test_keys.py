@@ -156,3 +156,9 @@ def test_ingest_refuses_a_control_character_in_a_tree_file_name(tmp_path):
     assert (
         str(info.value) == f"{root}: row key 'sub/a\\x1bb.npy' holds the control character '\\x1b'"
     )
+
+
+def test_the_format_names_the_cli_reads_are_the_registry_in_order():
+    from embstore.formats import FORMATS, NAMES
+
+    assert list(FORMATS) == list(NAMES)

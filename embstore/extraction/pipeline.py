@@ -28,6 +28,7 @@ from ..errors import BadInputError, EmbstoreError, StoreError
 from ..formats.base import BadRow
 from ..labels import get_layout
 from ..store import StoreWriter
+from ..store.layout import row_chunk_for_commits
 from .dataset import VideoDataset, collate, init_worker, list_inputs, shard_of
 from .decode import check_keywords
 from .encoders import REGISTRY, Extractor
@@ -247,7 +248,12 @@ def extract(
     most = len(paths) if limit is None else min(limit, len(paths))  # before the store is touched
     token_bytes = check_token_size(most, tokens, extractor.dim, max_size=max_size, confirm=confirm)
     description = describe_run(extractor, spec, pool, Path(store))
-    writer = StoreWriter(store, feature_size=extractor.dim, model=description["model"])
+    writer = StoreWriter(
+        store,
+        feature_size=extractor.dim,
+        model=description["model"],
+        row_chunk=row_chunk_for_commits(extractor.dim, commit_every),  # whole chunks per commit
+    )
     writer.claim("extraction", description, defining=DEFINING)
     report = ExtractReport(store=str(store), inputs=len(paths), token_bytes=token_bytes)
     todo = [p for p in paths if not writer.contains(p)]

@@ -80,6 +80,21 @@ def choose_row_chunk(feature_size: int, *, itemsize: int = 4) -> int:
     return min(COORD_CHUNK, 1 << (rows.bit_length() - 1))
 
 
+def row_chunk_for_commits(feature_size: int, rows_per_commit: int) -> int:
+    """Rows per embedding chunk for a store that grows by ``rows_per_commit`` rows a commit.
+
+    Every version keeps the chunks it wrote, so a commit that rewrites a partly filled chunk
+    leaves the old copy behind until ``gc``: 16 commits of 256 rows into one 4,096-row chunk
+    write it 16 times. A chunk no larger than a commit (a power of two, so label and
+    embedding chunk edges still line up) is written once.
+
+    >>> row_chunk_for_commits(1024, 256), row_chunk_for_commits(1024, 100_000)
+    (256, 4096)
+    """
+    per_commit = 1 << (max(1, rows_per_commit).bit_length() - 1)
+    return min(choose_row_chunk(feature_size), per_commit)
+
+
 def dims_of(meta: Mapping[str, Any]) -> tuple[str, ...]:
     """Dimension names of an array's metadata document."""
     return tuple(meta.get("dimension_names") or ())
