@@ -138,15 +138,3 @@ def test_history_from_the_cli(store):
     assert bad.exit_code != 0 and "not an age" in bad.output
     missing = runner.invoke(cli.app, ["restore", store, "nope"])
     assert missing.exit_code == 1 and "neither a tag nor a version" in missing.output
-
-
-def test_localcluster_normalize_equals_threaded(store):
-    embstore.normalize_store(store, exclude_subjects=["00270001"], name="threaded")
-    embstore.normalize_store(
-        store, exclude_subjects=["00270001"], name="cluster", scheduler="local:2"
-    )
-    ds = embstore.open(store)
-    np.testing.assert_array_equal(ds.cluster.values, ds.threaded.values)
-    np.testing.assert_array_equal(ds.cluster_mean.values, ds.threaded_mean.values)
-    np.testing.assert_array_equal(ds.cluster_std.values, ds.threaded_std.values)
-    assert embstore.log(store)[0].message == "normalize embedding -> cluster"

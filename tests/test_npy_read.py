@@ -55,7 +55,7 @@ def test_mixed_tree_matches_np_load(tmp_path: Path, batch_rows: int) -> None:
 
 
 def test_walk_files_gives_sorted_relative_posix_paths(tmp_path: Path) -> None:
-    from embstore.paths import walk_files
+    from embstore._fs import walk_files
 
     for rel in ["top.npy", "a/b/c.npy", "a/x.npy", "b/skip.txt", "a/b/d/e.npy"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
