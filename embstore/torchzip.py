@@ -19,6 +19,10 @@ big-endian data, compressed members, the legacy non-zip format) is read by
 ``weights_only`` never allows (``os.system``, ``builtins.eval``, ...) is refused outright.
 Either way an unreadable or refused file raises one :class:`~embstore.errors.BadInputError`
 naming it.
+
+One known difference: torch's own unpickler implements fewer opcodes than CPython's, so a
+damaged pickle using, say, ``BINSTRING`` is read here where torch refuses it. Both resolve
+globals through the same narrow gate, so this is never a way to run code.
 """
 
 from __future__ import annotations
