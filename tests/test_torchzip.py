@@ -143,8 +143,9 @@ def test_many_tensors_share_a_storage_in_any_key_order(tmp_path: Path, fast_only
         {"nested": {"a": torch.ones(3)}, "list": [torch.ones(3)], "x": torch.zeros(3)},
         OrderedDict([("b", torch.ones(2)), ("a", torch.zeros(2))]),
         {"n": None, "i": 3, "s": "text", "x": torch.ones(2)},
+        {"set": {1, 2}, "bytes": bytearray(b"ab"), "c": 1j, "x": torch.ones(2)},
     ],
-    ids=["empty", "non-str keys", "nested", "OrderedDict", "plain values"],
+    ids=["empty", "non-str keys", "nested", "OrderedDict", "plain values", "builtins"],
 )
 def test_containers(tmp_path: Path, obj: dict) -> None:
     file = tmp_path / "c.pt"

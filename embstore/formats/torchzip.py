@@ -19,6 +19,10 @@ big-endian data, compressed members, the legacy non-zip format) is read by
 ``weights_only`` never allows (``os.system``, ``builtins.eval``, ...) is refused outright.
 Either way an unreadable or refused file raises one :class:`~embstore.errors.BadInputError`
 naming it.
+
+One known difference: torch's own unpickler implements fewer opcodes than CPython's, so a
+damaged pickle using, say, ``BINSTRING`` is read here where torch refuses it. Both resolve
+globals through the same narrow gate, so this is never a way to run code.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ import io
 import mmap
 import os
 import pickle
+import re
 import struct
 import weakref
 import zipfile
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -109,6 +115,11 @@ class _RecordUnpickler(pickle.Unpickler):
         self.storages: dict[str, _Storage] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        # protocol 2 names Python 2 modules (``__builtin__``); map them as pickle and torch do
+        if (module, name) in NAME_MAPPING:
+            module, name = NAME_MAPPING[(module, name)]
+        else:
+            module = IMPORT_MAPPING.get(module, module)
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
             return self.rebuild
         if module == "collections" and name == "OrderedDict":
@@ -506,10 +517,10 @@ def _read_with_torch(file: Path) -> VectorDict:
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        msg = (
-            "refused: loading it would run arbitrary code "
-            f"(torch.load weights_only=True: {first_line(exc)})"
-        )
+        # torch's message opens with advice; the reason is on its "WeightsUnpickler error" line
+        reason = re.search(r"Unpickler error:\s*(.+)", str(exc))
+        first = reason.group(1) if reason else (str(exc).strip() or type(exc).__name__)
+        msg = f"refused by torch.load(weights_only=True): {first.splitlines()[0].split('. ')[0]}"
         raise BadInputError(str(file), msg) from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types on a broken archive
         raise BadInputError(str(file), f"unreadable .pt file ({first_line(exc)})") from None
