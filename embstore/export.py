@@ -21,6 +21,7 @@ import xarray as xr
 from .errors import EmbstoreError
 from .sources.hdf5 import VARIABLE_ATTR
 from .store import ROOT_ATTR, SAMPLE, open_store
+from .views import provenance
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,9 @@ class ExportReport:
 def covered_rows(ds: xr.Dataset, variable: str) -> int:
     """Rows a variable holds values for: all of them, or fewer for a derived variable that was
     computed before later appends (those rows are NaN)."""
-    meta = ds[variable].attrs.get(ROOT_ATTR)
+    meta = provenance(ds[variable])
     rows = int(ds.sizes[SAMPLE])
-    return (
-        rows if not isinstance(meta, dict) or "rows" not in meta else min(rows, int(meta["rows"]))
-    )
+    return rows if "rows" not in meta else min(rows, int(meta["rows"]))
 
 
 def export(
@@ -150,7 +149,7 @@ def _write_hdf5(
     labels = [str(n) for n, c in ds.coords.items() if c.dims == (SAMPLE,)]
     # labels are small: load them, so netCDF gets concrete strings (the matrix streams by chunk)
     out = ds[[variable]].reset_coords(drop=True).assign_coords({n: ds[n].compute() for n in labels})
-    out.attrs = {VARIABLE_ATTR: variable, ROOT_ATTR: json.dumps(ds.attrs.get(ROOT_ATTR, {}))}
+    out.attrs = {VARIABLE_ATTR: variable, ROOT_ATTR: json.dumps(provenance(ds))}
     for name in out.variables:
         out[name].attrs = {
             k: json.dumps(v) if isinstance(v, dict | list) else v

@@ -21,6 +21,7 @@ from .store import (
     read_state,
     uncommitted_changes,
 )
+from .views import provenance
 
 #: How many example values / paths a listing shows.
 SHOWN = 10
@@ -36,7 +37,7 @@ def info(store: str | os.PathLike[str]) -> dict[str, Any]:
     34550
     """
     ds = open_store(store)
-    meta = ds.attrs[ROOT_ATTR]
+    meta = provenance(ds)
     rows = int(ds.sizes[SAMPLE])
     labels = {}
     for name, coord in ds.coords.items():
@@ -60,9 +61,8 @@ def info(store: str | os.PathLike[str]) -> dict[str, Any]:
             "dtype": str(var.dtype),
             "chunks": [c[0] for c in var.chunks] if var.chunks else None,
         }
-        provenance = var.attrs.get(ROOT_ATTR)
-        if isinstance(provenance, dict):
-            entry["provenance"] = provenance
+        if ROOT_ATTR in var.attrs:
+            entry["provenance"] = provenance(var)
         if var.dims[:1] == (SAMPLE,):
             covered = covered_rows(ds, str(name))
             entry["rows_covered"] = covered

@@ -20,7 +20,8 @@ import xarray as xr
 
 from .errors import EmbstoreError
 from .normalize import constant_features
-from .store import FEATURE, ROOT_ATTR, SAMPLE
+from .store import FEATURE, SAMPLE
+from .views import provenance
 
 #: A feature is of "extreme scale" when its std is this many times above or below the median
 #: feature std.
@@ -110,7 +111,7 @@ def scan(ds: xr.Dataset, *, variable: str = "embedding") -> Scan:
         if "path" in ds.coords
         else np.arange(len(norms))
     )
-    provenance = data.attrs.get(ROOT_ATTR, {})
+    variable_provenance = provenance(data)
     return Scan(
         variable,
         int(x.shape[0]),
@@ -121,7 +122,7 @@ def scan(ds: xr.Dataset, *, variable: str = "embedding") -> Scan:
         norms,
         fingerprints,
         features,
-        provenance if isinstance(provenance, dict) else {},
+        variable_provenance,
     )
 
 

@@ -9,6 +9,7 @@ subject nor non-finite. Features whose variance is indistinguishable from zero (
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -42,6 +43,7 @@ from .store import (
     validated_state,
     write_lock,
 )
+from .views import provenance
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ def normalize(
     }
     return ds.assign(
         {
-            name: xr.Variable((SAMPLE, FEATURE), out, {ROOT_ATTR: attrs}),
+            name: xr.Variable((SAMPLE, FEATURE), out, {ROOT_ATTR: json.dumps(attrs)}),
             f"{name}_mean": xr.Variable(
                 (FEATURE,), mean, {"long_name": f"feature mean behind {name}"}
             ),
@@ -231,7 +233,7 @@ def normalize_store(
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         log.info("%s: wrote %s", path, name)
-        attrs = ds[name].attrs[ROOT_ATTR]
+        attrs = provenance(ds[name])
         return NormalizeReport(
             store=str(path),
             name=name,
@@ -271,7 +273,7 @@ def _write_staged(ds: xr.Dataset, path: Path, stage: Path, name: str, variable: 
     """Compute statistics (one pass), then the normalized matrix (one pass), into ``stage``."""
     source = zarr.open_array(str(path / variable), mode="r")
     mean, std = dask.compute(ds[f"{name}_mean"].data, ds[f"{name}_std"].data)
-    attrs = dict(ds[name].attrs[ROOT_ATTR])
+    attrs = provenance(ds[name])
     constant = np.flatnonzero(constant_features(mean, std, attrs["rows_used"])).tolist()
     attrs["constant_features"] = constant
     coords = source.attrs.get("coordinates", "path nonfinite")

@@ -424,7 +424,8 @@ def open_store(path: str | os.PathLike[str]) -> xr.Dataset:
 
     String labels (``path``, ``subject``, ``category``...) come back as ``object`` arrays of
     Python ``str`` (zarr hands back numpy ``StringDType``, on which ``.astype(str)`` fails).
-    ``age_mo`` is ``int32`` with -1 for unknown. Nothing but the metadata is read.
+    ``age_mo`` is ``int32`` with -1 for unknown. Labels are read into memory and ``path`` is
+    indexed; embeddings stay lazy (see :func:`embstore.views.prepare_dataset`).
 
     Examples
     --------
@@ -433,12 +434,6 @@ def open_store(path: str | os.PathLike[str]) -> xr.Dataset:
     """
     path = Path(path)
     read_state(path)  # a clear StoreError for a missing or foreign store
-    ds = xr.open_zarr(path, consolidated=True, chunks={})
-    strings = {
-        name: var.astype(object)
-        for name, var in ds.variables.items()
-        if var.dtype.kind == "T" or (var.dtype.kind == "O" and name in ds.coords)
-    }
-    return ds.assign_coords({k: v for k, v in strings.items() if k in ds.coords}).assign(
-        {k: v for k, v in strings.items() if k not in ds.coords}
-    )
+    from .views import prepare_dataset  # views reads ROOT_ATTR/SAMPLE from here
+
+    return prepare_dataset(xr.open_zarr(path, consolidated=True, chunks={}))

@@ -18,6 +18,7 @@ from embstore.extract import extract, list_inputs, parse_shard, shard_of
 from embstore.extractors import REGISTRY, VJEPA2Settings, load_vjepa2
 from embstore.samples import make_dicom, make_tiny_vjepa2
 from embstore.video import ClipSpec, preprocess, read_video
+from embstore.views import provenance
 
 SECRET = "Zyxwvut^Secretname"
 
@@ -109,12 +110,12 @@ def test_checkpoint_key_encoder_is_a_different_model(echo_tree, tmp_path, tiny):
     run(echo_tree, tmp_path / "e.zarr", tiny, limit=1, checkpoint_key="encoder")
     t, e = embstore.open(tmp_path / "t.zarr"), embstore.open(tmp_path / "e.zarr")
     assert not np.allclose(t.embedding.values, e.embedding.values)
-    assert t.attrs["embstore"]["extraction"]["checkpoint_key"] == "target_encoder"
+    assert provenance(t)["extraction"]["checkpoint_key"] == "target_encoder"
 
 
 def test_everything_that_defines_the_numbers_is_recorded_and_enforced(echo_tree, tmp_path, tiny):
     run(echo_tree, tmp_path / "s.zarr", tiny, clips=2)
-    meta = embstore.open(tmp_path / "s.zarr").attrs["embstore"]
+    meta = provenance(embstore.open(tmp_path / "s.zarr"))
     ex = meta["extraction"]
     assert ex["checkpoint_sha256"] == hashlib.sha256(tiny["original"].read_bytes()).hexdigest()
     assert ex["clip"] == {
