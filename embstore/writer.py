@@ -299,6 +299,46 @@ class StoreWriter:
                 array = zarr.open_array(str(self.path / name), mode="r+")
                 array.update_attributes({"coordinates": " ".join(coords)})
 
+    # -- set_labels (relabel.py): a minimal version on this engine -------------------------
+    # The interface is the agreed one; the transactional engine re-implements it as one
+    # commit. Here the columns are written in place under the lock, then committed with one
+    # root update: a crash mid-write can leave some columns rewritten, never a wrong length.
+
+    def set_labels(
+        self, columns: Mapping[str, np.ndarray], *, action: str = "label", **info: Any
+    ) -> None:
+        """Add or replace whole label columns (one value per stored row) in one commit.
+
+        Each column must hold exactly :attr:`rows` values (the store must not have grown
+        since they were computed); a provenance entry ``action`` with ``info`` records it.
+        """
+        with write_lock(self.path):
+            state = self._refresh()
+            checked: dict[str, np.ndarray] = {}
+            for name, values in columns.items():
+                check_label_name(name)
+                meta = state.arrays.get(name)
+                if meta is not None and dims_of(meta) != (SAMPLE,):
+                    raise BadInputError("labels", f"{name!r} is a variable of {self.path}")
+                if len(values) != state.rows:
+                    msg = f"{self.path}: label {name!r} has {len(values)} values, {state.rows} rows"
+                    raise StoreError(msg)
+                dtype = np.int32 if name in INTEGER_LABELS else object
+                checked[name] = np.asarray(values, dtype=dtype)
+            new = [n for n in checked if n not in state.arrays]
+            for name in new:
+                kind = "int" if name in INTEGER_LABELS else "string"
+                create_label_array(self.path, name, state.rows, kind)
+            if new:
+                self._update_coordinates_attr(state, new)
+            for name, values in checked.items():
+                zarr.open_array(str(self.path / name), mode="r+")[:] = values
+            attrs = self._attrs_with_run(state)
+            entry = {"action": action, "time": now(), "embstore_version": __version__}
+            entry |= {"status": "complete", "columns": sorted(checked), **info}
+            attrs[ROOT_ATTR]["provenance"].append(json.loads(json.dumps(entry)))
+            commit_root(self.path, attrs)
+
 
 def _missing_column(meta: Mapping[str, Any], n: int) -> np.ndarray:
     dtype = str(meta["data_type"])
