@@ -18,6 +18,7 @@ from .info import ValidationReport, info, validate
 from .ingest import IngestReport, ingest
 from .neighbors import neighbors
 from .normalize import NormalizeReport, normalize, normalize_store
+from .relabel import LabelReport, label
 from .store import create_store, open_store, repair
 from .views import prepare_dataset, provenance
 from .writer import StoreWriter
@@ -30,6 +31,7 @@ __all__ = [
     "EmbstoreError",
     "ExportReport",
     "IngestReport",
+    "LabelReport",
     "NormalizeReport",
     "SchemaError",
     "StoreError",
@@ -41,6 +43,7 @@ __all__ = [
     "info",
     "inspect",
     "ingest",
+    "label",
     "neighbors",
     "normalize",
     "normalize_store",
