@@ -66,11 +66,11 @@ def main() -> None:
     base = best_of(r, lambda: brute_force(x, q, K))
     print(f"numpy brute force: {base:.3f} s", flush=True)
 
+    row_of = {p: i for i, p in enumerate(ds.path.values)}
+
     def ours(data) -> list[set[int]]:
         table = embstore.neighbors(data, q, k=K, device="numpy")
-        index = {p: i for i, p in enumerate(ds.path.values)} if not hasattr(ours, "ix") else None
-        ours.ix = getattr(ours, "ix", None) or index
-        return [set(ours.ix[p] for p in g["path"]) for _, g in table.groupby("query")]
+        return [{row_of[p] for p in g["path"]} for _, g in table.groupby("query")]
 
     found = ours(memory)
     t_mem = best_of(r, lambda: ours(memory))
