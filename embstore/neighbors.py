@@ -26,8 +26,9 @@ from .views import label_mask
 log = logging.getLogger(__name__)
 
 METRICS = ("cosine", "dot", "euclidean")
-#: Rows per block when the variable is an in-memory array (a store's own chunks otherwise).
-BLOCK_ROWS = 8192
+#: Rows scored at once: whole row chunks of the store are grouped up to this many rows (fewer
+#: numpy calls and reads per row), and an in-memory array is cut into blocks of this size.
+BLOCK_ROWS = 16384
 
 
 def neighbors(
@@ -186,9 +187,14 @@ def _blocks(data: xr.DataArray, allowed: np.ndarray) -> Iterator[tuple[int, np.n
         full, rest = divmod(len(allowed), BLOCK_ROWS)
         sizes = (BLOCK_ROWS,) * full + ((rest,) if rest else ())
     starts = np.cumsum([0, *sizes[:-1]])
-    wanted = [
-        (int(s), int(s + n)) for s, n in zip(starts, sizes, strict=True) if allowed[s : s + n].any()
-    ]
+    wanted: list[tuple[int, int]] = []
+    for start, size in zip(starts.tolist(), sizes, strict=True):
+        if not allowed[start : start + size].any():
+            continue  # no allowed row: never read
+        if wanted and wanted[-1][1] == start and wanted[-1][1] - wanted[-1][0] < BLOCK_ROWS:
+            wanted[-1] = (wanted[-1][0], start + size)
+        else:
+            wanted.append((start, start + size))
 
     def read(span: tuple[int, int]) -> np.ndarray:
         return np.asarray(array[span[0] : span[1]], dtype=np.float32)

@@ -63,6 +63,7 @@ def prepare_dataset(ds: xr.Dataset) -> xr.Dataset:
     ds = ds.drop_vars(names).assign_coords(labels)
     if INDEX_LABEL in ds.coords and ds[INDEX_LABEL].dims == (SAMPLE,):
         ds = ds.set_xindex(INDEX_LABEL)
+    ds = ds.copy()  # new variable objects: the caller's dataset keeps its attributes
     ds.attrs = _encoded(ds.attrs)
     for var in ds.variables.values():
         var.attrs = _encoded(var.attrs)

@@ -1,5 +1,6 @@
 """Exact nearest neighbours against a numpy brute-force reference."""
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,16 @@ from embstore.errors import EmbstoreError
 from embstore.writer import StoreWriter
 
 N, DIM = 103, 8
+search = importlib.import_module(
+    "embstore.neighbors"
+)  # the module (embstore.neighbors is the function)
+
+
+@pytest.fixture(params=[1, 16384], ids=["block-per-chunk", "chunks-grouped"], autouse=True)
+def block_rows(request, monkeypatch):
+    """Score each 10-row chunk apart (running top-k merged across chunks), or all at once."""
+    monkeypatch.setattr(search, "BLOCK_ROWS", request.param)
+    return request.param
 
 
 @pytest.fixture

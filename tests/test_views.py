@@ -162,3 +162,17 @@ def test_accessor_normalize_is_lazy_and_matches_the_function(store):
     expected = embstore.normalize(ds, exclude_subjects=["00270001"])
     np.testing.assert_array_equal(out.normalized.values, expected.normalized.values)
     assert out.normalized.emb.provenance["exclude_subjects"] == ["00270001"]
+
+
+def test_prepare_dataset_works_in_memory_and_leaves_its_input_alone():
+    raw = xr.Dataset(
+        {"embedding": (("sample", "feature"), np.ones((2, 3), np.float32), {"embstore": {"b": 2}})},
+        coords={"path": ("sample", np.array(["a", "b"], dtype="T")), "age_mo": ("sample", [1, 2])},
+        attrs={"embstore": {"a": [1, {"x": 2}]}},
+    )
+    ds = prepare_dataset(raw)
+    assert raw.attrs["embstore"] == {"a": [1, {"x": 2}]} and raw.embedding.attrs["embstore"] == {
+        "b": 2
+    }
+    assert provenance(ds) == {"a": [1, {"x": 2}]} and provenance(ds.embedding) == {"b": 2}
+    assert ds.path.dtype == object and ds.sel(path="b").age_mo.item() == 2
