@@ -197,7 +197,10 @@ def _blocks(data: xr.DataArray, allowed: np.ndarray) -> Iterator[tuple[int, np.n
             wanted.append((start, start + size))
 
     def read(span: tuple[int, int]) -> np.ndarray:
-        return np.asarray(array[span[0] : span[1]], dtype=np.float32)
+        block = array[span[0] : span[1]]
+        if isinstance(block, da.Array):  # this thread is the parallelism: no dask pool on top
+            block = block.compute(scheduler="sync")
+        return np.asarray(block, dtype=np.float32)
 
     # a thread reads the next block while this one is scored (both release the GIL)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embstore-read") as pool:
