@@ -95,13 +95,13 @@ def neighbors(
     search = _backend(device)(_prepare_queries(vectors, metric), k, metric)
     for start, block in _blocks(data, allowed):
         stop = start + len(block)
-        banned = ~allowed[start:stop][None, :]
+        banned = None  # (query, row) pairs left out: the query's own row, its subject's rows
         if query_rows is not None:
-            banned = banned | (np.arange(start, stop)[None, :] == query_rows[:, None])
+            banned = np.arange(start, stop)[None, :] == query_rows[:, None]
         if subjects is not None:
             codes, query_codes = subjects
             banned = banned | (codes[None, start:stop] == query_codes[:, None])
-        search.update(block, start, banned)
+        search.update(block, start, ~allowed[start:stop], banned)
     scores, rows = search.result()
     return _table(ds, names, scores, rows, metric)
 
@@ -212,30 +212,37 @@ def _blocks(data: xr.DataArray, allowed: np.ndarray) -> Iterator[tuple[int, np.n
 
 
 class _NumpyTopK:
-    """Running top-k per query with numpy: ``argpartition`` over ``k + block`` candidates."""
+    """Running top-k per query with numpy: each block's own top-k (``argpartition``), merged."""
 
     def __init__(self, queries: np.ndarray, k: int, metric: str) -> None:
         self.q, self.k, self.metric = queries, k, metric
-        self.q_sq = (queries.astype(np.float64) ** 2).sum(axis=1)
+        self.q_sq = (queries.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
         self.best = np.full((len(queries), 0), -np.inf, dtype=np.float32)
         self.rows = np.zeros((len(queries), 0), dtype=np.int64)
 
-    def update(self, block: np.ndarray, start: int, banned: np.ndarray) -> None:
-        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows: masked below
+    def update(
+        self, block: np.ndarray, start: int, skip: np.ndarray, banned: np.ndarray | None
+    ) -> None:
+        """Score ``block`` (rows ``start...``) but ``skip`` rows and ``banned`` pairs."""
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows: skipped below
+            sq = np.einsum("ij,ij->i", block, block)
+            skip = skip | ~np.isfinite(sq)
             scores = self.q @ block.T
             if self.metric == "cosine":
-                norms = np.sqrt(np.einsum("ij,ij->i", block, block))
-                scores /= np.where(norms == 0, 1, norms)
+                scores /= np.sqrt(np.where(skip | (sq == 0), 1, sq))
             elif self.metric == "euclidean":  # larger is nearer: minus the squared distance
-                scores = 2 * scores - np.einsum("ij,ij->i", block, block) - self.q_sq[:, None]
-        scores[banned | ~np.isfinite(scores)] = -np.inf
-        cand = np.concatenate([self.best, scores.astype(np.float32, copy=False)], axis=1)
-        rows = np.concatenate(
-            [self.rows, np.broadcast_to(np.arange(start, start + len(block)), scores.shape)], axis=1
-        )
+                scores = 2 * scores - sq - self.q_sq[:, None]
+        if skip.any():
+            scores[:, skip] = -np.inf
+        if banned is not None:
+            scores[banned] = -np.inf
+        k = min(self.k, scores.shape[1])
+        top = np.argpartition(scores, -k, axis=1)[:, -k:]
+        cand = np.concatenate([self.best, np.take_along_axis(scores, top, 1)], axis=1)
+        rows = np.concatenate([self.rows, top + start], axis=1)
         if cand.shape[1] > self.k:
-            top = np.argpartition(-cand, self.k - 1, axis=1)[:, : self.k]
-            cand, rows = np.take_along_axis(cand, top, 1), np.take_along_axis(rows, top, 1)
+            keep = np.argpartition(cand, -self.k, axis=1)[:, -self.k :]
+            cand, rows = np.take_along_axis(cand, keep, 1), np.take_along_axis(rows, keep, 1)
         self.best, self.rows = cand, rows
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
@@ -255,19 +262,24 @@ class _TorchTopK:
         self.best = torch.full((len(queries), 0), -torch.inf, device=device)
         self.rows = torch.zeros((len(queries), 0), dtype=torch.int64, device=device)
 
-    def update(self, block: np.ndarray, start: int, banned: np.ndarray) -> None:
+    def update(
+        self, block: np.ndarray, start: int, skip: np.ndarray, banned: np.ndarray | None
+    ) -> None:
         torch = self.torch
         b = torch.from_numpy(block).to(self.device, non_blocking=True)
+        sq = (b * b).sum(dim=1)
+        skipped = torch.from_numpy(skip).to(self.device) | ~sq.isfinite()
         scores = self.q @ b.T
         if self.metric == "cosine":
-            norms = b.norm(dim=1)
-            scores /= torch.where(norms == 0, 1, norms)
+            scores /= torch.where(skipped | (sq == 0), 1, sq).sqrt()
         elif self.metric == "euclidean":
-            scores = 2 * scores - (b * b).sum(dim=1) - self.q_sq[:, None]
-        mask = torch.from_numpy(np.ascontiguousarray(banned)).to(self.device) | ~scores.isfinite()
-        scores = scores.masked_fill(mask, -torch.inf)
-        rows = torch.arange(start, start + len(block), device=self.device).expand_as(scores)
-        cand, rows = torch.cat([self.best, scores], 1), torch.cat([self.rows, rows], 1)
+            scores = 2 * scores - sq - self.q_sq[:, None]
+        scores.masked_fill_(skipped[None, :], -torch.inf)
+        if banned is not None:
+            scores.masked_fill_(torch.from_numpy(banned).to(self.device), -torch.inf)
+        local = scores.topk(min(self.k, scores.shape[1]), dim=1)
+        cand = torch.cat([self.best, local.values], 1)
+        rows = torch.cat([self.rows, local.indices + start], 1)
         top = cand.topk(min(self.k, cand.shape[1]), dim=1)
         self.best, self.rows = top.values, rows.gather(1, top.indices)
 
