@@ -23,7 +23,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -68,6 +67,10 @@ Scheduler = Annotated[
     typer.Option(help="dask scheduler: threads (default), local:N, or a scheduler address."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+Categories = Annotated[
+    Path | None,
+    typer.Option(help="File of allowed categories, one per line (blank lines, # comments ok)."),
+]
 
 #: The layouts the library knows (labels.LAYOUTS), as a choice.
 Layout = StrEnum("Layout", {name.replace("-", "_"): name for name in LAYOUTS})
@@ -139,8 +142,8 @@ def _command(func: F) -> F:
         quiet = kwargs.get("quiet", False)
         logging.basicConfig(
             level=logging.ERROR if quiet else logging.WARNING,
-            format="%(message)s",
-            handlers=[RichHandler(console=err, show_time=False, show_path=False)],
+            format="%(levelname)s: %(message)s",  # one line per message, never wrapped
+            handlers=[logging.StreamHandler(sys.stderr)],
             force=True,
         )
         try:
@@ -217,6 +220,7 @@ def ingest_cmd(
     ] = None,
     labels: Annotated[Path | None, typer.Option(help="CSV of extra labels joined by path.")] = None,
     labels_key: Annotated[str, typer.Option(help="The CSV column holding paths.")] = "path",
+    categories: Categories = None,
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Skip and report bad rows instead of failing.")
     ] = False,
@@ -242,6 +246,7 @@ def ingest_cmd(
             pattern=pattern,
             labels_csv=labels,
             labels_key=labels_key,
+            categories=categories,
             skip_bad=skip_bad,
             on_duplicate=on_duplicate.value,
             model=model,
@@ -266,6 +271,10 @@ def normalize_cmd(
     name: Annotated[str, typer.Option(help="Name of the new variable.")] = "normalized",
     variable: Annotated[str, typer.Option(help="Variable to normalize.")] = "embedding",
     eps: Annotated[float, typer.Option(help="Added to the std.")] = 1e-10,
+    categories: Categories = None,
+    mask_outside: Annotated[
+        bool, typer.Option(help="With --categories: rows outside the list become NaN.")
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing variable of that name.")
     ] = False,
@@ -279,6 +288,8 @@ def normalize_cmd(
         report = embstore.normalize_store(
             store,
             exclude_subjects=exclude_subject or [],
+            categories=categories,
+            mask_outside=mask_outside,
             variable=variable,
             name=name,
             eps=eps,
@@ -451,6 +462,88 @@ def inspect_cmd(
             out.print(f"report: {result.report}", highlight=False)
     if strict and not result.passed:
         raise typer.Exit(1)
+
+
+@_command
+def label(
+    store: StoreArg,
+    layout: Annotated[
+        Layout | None, typer.Option(help="Read labels from the stored paths in this layout.")
+    ] = None,
+    pattern: Annotated[
+        str | None,
+        typer.Option(help="Regex with named groups (subject, age_mo, category...) for labels."),
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="CSV of labels joined by path.")] = None,
+    labels_key: Annotated[str, typer.Option(help="The CSV column holding paths.")] = "path",
+    quiet: Quiet = False,
+) -> None:
+    """Add or update label columns of the rows already stored, in one commit."""
+    report = embstore.label(
+        store,
+        layout=layout.value if layout else None,
+        pattern=pattern,
+        labels_csv=labels,
+        labels_key=labels_key,
+    )
+    _say(quiet, f"{store}: {report.summary()}")
+    for line in report.examples:
+        _say(quiet, f"  not labelled: {line}")
+
+
+class Metric(StrEnum):
+    cosine = "cosine"
+    dot = "dot"
+    euclidean = "euclidean"
+
+
+@_command
+def neighbors(
+    store: StoreArg,
+    path: Annotated[
+        list[str], typer.Option("--path", "-p", help="A stored row's path to query (repeatable).")
+    ],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Neighbours per query.")] = 10,
+    metric: Annotated[Metric, typer.Option(help="Similarity or distance.")] = Metric.cosine,
+    variable: Annotated[
+        str, typer.Option(help="Variable searched (e.g. normalized).")
+    ] = "embedding",
+    subject: Annotated[
+        list[str] | None, typer.Option(help="Only neighbours of this subject (repeatable).")
+    ] = None,
+    category: Annotated[
+        list[str] | None, typer.Option(help="Only neighbours of this category (repeatable).")
+    ] = None,
+    exclude_same_subject: Annotated[
+        bool, typer.Option(help="Leave out rows of the query's own subject.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """The rows nearest to stored rows (exact search, chunk by chunk)."""
+    where = {
+        name: values for name, values in (("subject", subject), ("category", category)) if values
+    }
+    table = embstore.neighbors(
+        store,
+        path,
+        k=k,
+        metric=metric.value,
+        variable=variable,
+        where=where or None,
+        exclude_same_subject=exclude_same_subject,
+    )
+    if as_json:
+        print(table.to_json(orient="records", indent=2))
+        return
+    if quiet:
+        return
+    for query, rows in table.groupby("query", sort=False):
+        out.print(f"[bold]{query}[/bold]", highlight=False, soft_wrap=True)
+        shown = Table(*(str(c) for c in rows.columns if c != "query"))
+        for row in rows.drop(columns="query").itertuples(index=False):
+            shown.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+        out.print(shown)
 
 
 @_command

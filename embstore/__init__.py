@@ -49,6 +49,11 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "restore": (".store", "restore"),
     "gc": (".store", "gc"),
     "upgrade": (".store", "upgrade"),
+    "neighbors": (".neighbors", "neighbors"),
+    "LabelReport": (".relabel", "LabelReport"),
+    "label": (".relabel", "label"),
+    "prepare_dataset": (".store.views", "prepare_dataset"),
+    "provenance": (".store.views", "provenance"),
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]
@@ -60,6 +65,8 @@ def __getattr__(name: str) -> Any:
     except KeyError:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
     found = importlib.import_module(module, __name__)
+    if "xarray" in sys.modules:  # datasets are about: give them ``ds.emb``
+        importlib.import_module(".accessor", __name__)
     value = found if attribute is None else getattr(found, attribute)
     globals()[name] = value  # later look-ups skip this function
     return value
@@ -89,7 +96,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .export import ExportReport, export  # noqa: F401
     from .info import ValidationReport, info, validate  # noqa: F401
     from .ingest import IngestReport, ingest  # noqa: F401
+    from .neighbors import neighbors  # noqa: F401
     from .normalize import NormalizeReport, normalize, normalize_store  # noqa: F401
+    from .relabel import LabelReport, label  # noqa: F401
     from .store import (  # noqa: F401
         GcReport,
         RestoreReport,
@@ -105,3 +114,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         upgrade,
     )
     from .store import open_store as open  # noqa: A004, F401
+    from .store.views import prepare_dataset, provenance  # noqa: F401

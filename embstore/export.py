@@ -20,8 +20,9 @@ import xarray as xr
 from ._fs import replacing
 from .errors import EmbstoreError
 from .formats import FORMATS, get_format
-from .store import ROOT_ATTR, SAMPLE, open_store, parse_location
+from .store import SAMPLE, open_store, parse_location
 from .store.repo import reads_store
+from .store.views import provenance
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,9 @@ class ExportReport:
 def covered_rows(ds: xr.Dataset, variable: str) -> int:
     """Rows a variable holds values for: all of them, or fewer for a derived variable that was
     computed before later appends (those rows are NaN)."""
-    meta = ds[variable].attrs.get(ROOT_ATTR)
+    meta = provenance(ds[variable])
     rows = int(ds.sizes[SAMPLE])
-    return (
-        rows if not isinstance(meta, dict) or "rows" not in meta else min(rows, int(meta["rows"]))
-    )
+    return rows if "rows" not in meta else min(rows, int(meta["rows"]))
 
 
 @reads_store

@@ -15,6 +15,7 @@ from .export import covered_rows
 from .store import FEATURE, ROOT_ATTR, SAMPLE, open_store, readonly_group
 from .store.repo import read_state, reads_store, short
 from .store.schema import describe_metadata, schema_errors
+from .store.views import provenance
 
 #: How many example values / paths a listing shows.
 SHOWN = 10
@@ -32,7 +33,7 @@ def info(store: str | os.PathLike[str], *, version: str | None = None) -> dict[s
     34550
     """
     ds = open_store(store, version=version)
-    meta = ds.attrs[ROOT_ATTR]
+    meta = provenance(ds)
     rows = int(ds.sizes[SAMPLE])
     labels = {}
     for name, coord in ds.coords.items():
@@ -56,9 +57,8 @@ def info(store: str | os.PathLike[str], *, version: str | None = None) -> dict[s
             "dtype": str(var.dtype),
             "chunks": [c[0] for c in var.chunks] if var.chunks else None,
         }
-        provenance = var.attrs.get(ROOT_ATTR)
-        if isinstance(provenance, dict):
-            entry["provenance"] = provenance
+        if ROOT_ATTR in var.attrs:
+            entry["provenance"] = provenance(var)
         if var.dims[:1] == (SAMPLE,):
             covered = covered_rows(ds, str(name))
             entry["rows_covered"] = covered

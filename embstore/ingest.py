@@ -22,8 +22,8 @@ from .formats import open_source
 from .formats.base import BadRow, Source, SourceBatch
 from .formats.pt import PtDictSource
 from .keys import check_keys
-from .labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, Layout, get_layout
-from .labels_csv import LabelsTable, read_labels_csv
+from .labels import Layout, get_layout, read_categories
+from .labels_csv import LabelsTable, label_columns, read_labels_csv
 from .store import AppendResult, StoreWriter, is_store
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class IngestReport:
     bad: list[BadRow] = field(default_factory=list)
     nonfinite: list[str] = field(default_factory=list)
     rows: int = 0
+    outside_categories: int = 0
 
     def summary(self) -> str:
         parts = [f"added {self.rows_added} rows", f"store has {self.rows}"]
@@ -55,6 +56,8 @@ class IngestReport:
             parts.append(f"{len(self.bad)} bad (skipped)")
         if self.nonfinite:
             parts.append(f"{len(self.nonfinite)} hold NaN/Inf (flagged in 'nonfinite')")
+        if self.outside_categories:
+            parts.append(f"{self.outside_categories} outside the categories (skipped)")
         return ", ".join(parts)
 
 
@@ -66,6 +69,7 @@ def ingest(
     pattern: str | None = None,
     labels_csv: str | os.PathLike[str] | None = None,
     labels_key: str = "path",
+    categories: str | os.PathLike[str] | Sequence[str] | None = None,
     skip_bad: bool = False,
     on_duplicate: str = "skip",
     model: str | None = None,
@@ -91,6 +95,12 @@ def ingest(
         named groups become labels (``age_mo`` is parsed as an integer).
     labels_csv, labels_key
         A CSV whose ``labels_key`` column holds paths; its other columns become labels.
+        Without a layout, pattern or CSV no labels are derived (a warning says so); add them
+        later with :func:`embstore.relabel.label`.
+    categories
+        An allow-list (a file with one category per line, ``#`` comments allowed, or the
+        names): only rows whose ``category`` label is listed are ingested; the others are
+        counted in the report (``outside_categories``).
     skip_bad
         By default the first bad row (unreadable, wrong shape or dtype, a key that breaks the
         path policy, unparseable path, no CSV row) fails the command and nothing of its batch
@@ -122,6 +132,7 @@ def ingest(
         "pattern": pattern,
         "labels_csv": labels_csv,
         "labels_key": labels_key,
+        "categories": categories,
         "skip_bad": skip_bad,
         "on_duplicate": on_duplicate,
         "model": model,
@@ -137,7 +148,13 @@ def ingest(
         return _ingest_pt_files_in_parallel(files, jobs, options, progress)
     resolved = get_layout(layout, pattern=pattern)
     table = read_labels_csv(labels_csv, key=labels_key, layout=resolved) if labels_csv else None
+    allowed = read_categories(categories) if categories is not None else None
     opened = [open_source(s) for s in sources]
+    unlabelled = (
+        resolved is None
+        and table is None
+        and not any(getattr(s, "label_names", ()) for s in opened)
+    )
     sized = [s for s in opened if not isinstance(s, PtDictSource)]  # a .pt's size costs a load
     remaining = sum(len(s) for s in sized)
     writer = StoreWriter(store, on_duplicate=on_duplicate) if is_store(store) else None
@@ -148,6 +165,7 @@ def ingest(
         if resolved and resolved.name == "pattern"
         else (resolved.name if resolved else None),
         "labels_csv": str(labels_csv) if labels_csv else None,
+        "categories": allowed,
     }
     if writer is not None:
         writer.start_run("ingest", **run_info)
@@ -186,6 +204,8 @@ def ingest(
                 paths, vectors, labels = _label_batch(
                     batch, source, resolved, table, report, skip_bad
                 )
+                if allowed is not None:
+                    paths, vectors, labels = _in_categories(paths, vectors, labels, allowed, report)
                 if writer is None and len(paths):
                     writer = StoreWriter(
                         store,
@@ -216,10 +236,17 @@ def ingest(
             bad_count=len(report.bad),
             bad=[str(b) for b in report.bad[:PROVENANCE_LIST_LIMIT]],
             nonfinite_count=len(report.nonfinite),
+            outside_categories=report.outside_categories,
         )
         report.rows = writer.rows
     for row in report.bad:
         log.warning("skipped %s", row)
+    if unlabelled and report.rows_added:
+        log.warning(
+            "%s: no labels derived (no layout, pattern or labels CSV); add them with "
+            "embstore.label / `embstore label`",
+            store,
+        )
     return report
 
 
@@ -248,6 +275,7 @@ def _ingest_pt_files_in_parallel(
             report.already_stored += part.already_stored
             report.bad += part.bad
             report.nonfinite += part.nonfinite
+            report.outside_categories += part.outside_categories
             if progress is not None:
                 done = report.rows_added + len(report.bad)  # rows stored earlier left out
                 progress(done, total - report.already_stored)
@@ -279,26 +307,8 @@ def _label_batch(
     bad = list(batch.bad)
     violations = check_keys(paths, source=source.name, skip_bad=skip_bad)
     bad += [BadRow(source.name, str(v)) for v in violations]
-    problems: dict[int, str] = {v.index: "" for v in violations}
-    columns: dict[str, list[Any]] = {name: list(values) for name, values in batch.labels.items()}
-    if layout is not None:
-        parsed, failed = layout.parse_columns(paths)
-        columns.update(parsed)
-        for i, problem in failed.items():
-            problems.setdefault(i, problem)
-    if table is not None:
-        from_paths = dict(columns)  # labels the CSV must agree with
-        for name in table.columns:
-            columns.setdefault(name, [_missing(name)] * len(paths))
-        for i, path in enumerate(paths):
-            if i in problems:
-                continue
-            known = {name: values[i] for name, values in from_paths.items()}
-            try:
-                for name, value in _csv_labels(table, path, known).items():
-                    columns[name][i] = value
-            except BadInputError as exc:
-                problems[i] = exc.problem
+    columns, problems = label_columns(paths, layout=layout, table=table, given=batch.labels)
+    problems.update({v.index: "" for v in violations})  # reported above, by key
     bad += [BadRow(source.locate(paths[i]), problems[i]) for i in sorted(problems) if problems[i]]
     if bad and not skip_bad:
         more = f" (and {len(bad) - 1} more bad rows; --skip-bad skips them)" if len(bad) > 1 else ""
@@ -315,19 +325,27 @@ def _label_batch(
     return [p for p, k in zip(paths, keep, strict=True) if k], batch.vectors[keep], columns
 
 
-def _csv_labels(table: LabelsTable, path: str, known: dict[str, Any]) -> dict[str, Any]:
-    extra = table.lookup(path)
-    if extra is None:
-        raise BadInputError(path, f"no row in {table.file} (joined on its {table.key!r} column)")
-    for name, value in extra.items():
-        if name in known and known[name] != value:
-            msg = f"{table.file} says {name}={value!r}, the path says {known[name]!r}"
-            raise BadInputError(path, msg)
-    return extra
-
-
-def _missing(name: str) -> Any:
-    return MISSING_AGE if name in INTEGER_LABELS else MISSING_STR
+def _in_categories(
+    paths: list[str],
+    vectors: np.ndarray,
+    labels: dict[str, list[Any]],
+    allowed: list[str],
+    report: IngestReport,
+) -> tuple[list[str], np.ndarray, dict[str, list[Any]]]:
+    """Keep the rows whose ``category`` is allowed; count the others in ``report``."""
+    if not paths:
+        return paths, vectors, labels
+    if "category" not in labels:
+        msg = "no 'category' label to filter by: give a layout, pattern or CSV that yields one"
+        raise BadInputError("categories", msg)
+    keep = np.isin(np.asarray(labels["category"], dtype=object), np.asarray(allowed, dtype=object))
+    report.outside_categories += int((~keep).sum())
+    if keep.all():
+        return paths, vectors, labels
+    kept = {
+        name: [v for v, k in zip(values, keep, strict=True) if k] for name, values in labels.items()
+    }
+    return [p for p, k in zip(paths, keep, strict=True) if k], vectors[keep], kept
 
 
 __all__ = ["DEFAULT_BATCH_ROWS", "IngestReport", "ingest"]

@@ -1,13 +1,16 @@
 """Labels from paths: the layouts that turn a relative path into ``subject``, ``age_mo``, ….
 
-Everything here is pure (no I/O) so it can be unit-tested on strings.
+Everything here is pure (no I/O) so it can be unit-tested on strings, but for
+:func:`read_categories`, which reads a categories file.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import BadInputError
 
@@ -158,3 +161,27 @@ def get_layout(layout: str | Layout | None = None, *, pattern: str | None = None
     except KeyError:
         msg = f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}"
         raise BadInputError("--layout", msg) from None
+
+
+def parse_categories(text: str) -> list[str]:
+    """Categories from a categories file's text: one per line; blanks and ``#`` comments skipped.
+
+    >>> parse_categories("ball\\n# toys\\n\\ncup  # a comment\\n")
+    ['ball', 'cup']
+    """
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return list(dict.fromkeys(line for line in lines if line))
+
+
+def read_categories(categories: str | os.PathLike[str] | Iterable[str]) -> list[str]:
+    """An allow-list of categories: a file (see :func:`parse_categories`) or the names."""
+    if isinstance(categories, str | os.PathLike):
+        try:
+            text = Path(categories).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise BadInputError(str(categories), f"unreadable categories file ({exc})") from exc
+        names = parse_categories(text)
+        if not names:
+            raise BadInputError(str(categories), "the categories file lists no category")
+        return names
+    return list(dict.fromkeys(str(c) for c in categories))

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import codecs
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from .errors import BadInputError, first_line
-from .labels import INTEGER_LABELS, MISSING_AGE, Layout, check_label_name
+from .labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, Layout, check_label_name
 
 
 @dataclass
@@ -90,3 +92,54 @@ def _encoding(file: Path) -> str:
     with file.open("rb") as f:
         head = f.read(4)
     return next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8")
+
+
+def label_columns(
+    paths: Sequence[str],
+    *,
+    layout: Layout | None,
+    table: LabelsTable | None,
+    given: Mapping[str, Sequence[Any]] | None = None,
+) -> tuple[dict[str, list[Any]], dict[int, str]]:
+    """Label columns for ``paths`` from a layout and/or a labels CSV, plus each failed row.
+
+    ``given`` holds labels the source already carries; the CSV must agree with them and with
+    the layout. Failed rows (no match, no CSV row, a disagreement) are returned as
+    ``{row: problem}`` and hold missing values. Pure: used by ingest and by relabelling.
+    """
+    columns: dict[str, list[Any]] = {name: list(values) for name, values in (given or {}).items()}
+    problems: dict[int, str] = {}
+    if layout is not None:
+        parsed, failed = layout.parse_columns(paths)
+        columns.update(parsed)
+        problems.update(failed)
+    if table is not None:
+        from_paths = dict(columns)  # labels the CSV must agree with
+        for name in table.columns:
+            columns.setdefault(name, [missing_value(name)] * len(paths))
+        for i, path in enumerate(paths):
+            if i in problems:
+                continue
+            known = {name: values[i] for name, values in from_paths.items()}
+            try:
+                for name, value in _csv_labels(table, path, known).items():
+                    columns[name][i] = value
+            except BadInputError as exc:
+                problems[i] = exc.problem
+    return columns, problems
+
+
+def _csv_labels(table: LabelsTable, path: str, known: dict[str, Any]) -> dict[str, Any]:
+    extra = table.lookup(path)
+    if extra is None:
+        raise BadInputError(path, f"no row in {table.file} (joined on its {table.key!r} column)")
+    for name, value in extra.items():
+        if name in known and known[name] != value:
+            msg = f"{table.file} says {name}={value!r}, the path says {known[name]!r}"
+            raise BadInputError(path, msg)
+    return extra
+
+
+def missing_value(name: str) -> str | int:
+    """The value a label holds when unknown."""
+    return MISSING_AGE if name in INTEGER_LABELS else MISSING_STR

@@ -8,7 +8,9 @@ subject nor non-finite. Features whose variance is indistinguishable from zero (
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,26 +25,35 @@ from icechunk.dask import store_dask
 from . import __version__
 from ._progress import RowCountingTarget
 from .errors import EmbstoreError, StoreError
-from .labels import check_name
+from .labels import check_name, read_categories
 from .scheduler import dask_scheduler, distributed_scheduler
 from .store import open_store, parse_location, run_transaction
 from .store.layout import FEATURE, MATRIX_COMPRESSORS, ROOT_ATTR, SAMPLE, now
 from .store.location import StoreLike
 from .store.transaction import Transaction
+from .store.views import provenance
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EPS = 1e-10
 
 
-def rows_for_statistics(ds: xr.Dataset, *, exclude_subjects: Sequence[str] = ()) -> np.ndarray:
+def rows_for_statistics(
+    ds: xr.Dataset,
+    *,
+    exclude_subjects: Sequence[str] = (),
+    categories: Sequence[str] | None = None,
+) -> np.ndarray:
     """Boolean mask (numpy) of the rows that feed the statistics.
 
-    Reads only labels (``subject``, ``nonfinite``). Raises :class:`EmbstoreError` if an excluded
-    subject is not in ``ds``: a typo must not silently exclude nothing.
+    Reads only labels (``subject``, ``category``, ``nonfinite``). Raises :class:`EmbstoreError`
+    if an excluded subject is not in ``ds``: a typo must not silently exclude nothing. With
+    ``categories``, rows whose category is not listed are left out too.
     """
     n = ds.sizes[SAMPLE]
     used = np.ones(n, dtype=bool)
+    if categories is not None:
+        used &= in_categories(ds, categories)
     if exclude_subjects:
         if "subject" not in ds.coords:
             raise EmbstoreError("cannot exclude subjects: the dataset has no 'subject' labels")
@@ -57,10 +68,20 @@ def rows_for_statistics(ds: xr.Dataset, *, exclude_subjects: Sequence[str] = ())
     return used
 
 
+def in_categories(ds: xr.Dataset, categories: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the rows whose ``category`` label is in ``categories``."""
+    if "category" not in ds.coords:
+        raise EmbstoreError("cannot limit to categories: the dataset has no 'category' labels")
+    values = np.asarray(ds["category"].values, dtype=object)
+    return np.isin(values, np.asarray(list(categories), dtype=object))
+
+
 def normalize(
     ds: xr.Dataset,
     *,
     exclude_subjects: Sequence[str] = (),
+    categories: str | os.PathLike[str] | Sequence[str] | None = None,
+    mask_outside: bool = False,
     variable: str = "embedding",
     name: str = "normalized",
     eps: float = DEFAULT_EPS,
@@ -70,6 +91,10 @@ def normalize(
     Nothing but labels is read: the statistics and the normalized values are dask arrays
     computed when asked (``.compute()``, ``.to_zarr()``...). Rows without a ``nonfinite``
     label are checked for NaN/Inf lazily.
+
+    ``categories`` (a categories file, one per line, or the names) limits the statistics to
+    rows of those categories; with ``mask_outside`` the other rows are NaN in the output too.
+    Both are recorded in the variable's provenance attribute.
 
     Examples
     --------
@@ -85,7 +110,8 @@ def normalize(
     if source.dims != (SAMPLE, FEATURE):
         raise EmbstoreError(f"{variable!r} has dims {source.dims}, expected ({SAMPLE}, {FEATURE})")
     x = source.data if isinstance(source.data, da.Array) else da.from_array(np.asarray(source.data))
-    used = rows_for_statistics(ds, exclude_subjects=exclude_subjects)
+    listed = None if categories is None else read_categories(categories)
+    used = rows_for_statistics(ds, exclude_subjects=exclude_subjects, categories=listed)
     n_used = int(used.sum())
     if n_used == 0:
         raise EmbstoreError("no rows left for the statistics after the exclusions")
@@ -101,9 +127,17 @@ def normalize(
         count = n_used
     std = da.sqrt(var)
     out = _apply(x, mean, _scale(mean, std, count, eps))
+    outside = 0 if listed is None else int((~in_categories(ds, listed)).sum())
+    if listed is not None:
+        unknown = sorted(set(listed) - set(np.asarray(ds["category"].values).tolist()))
+        if unknown:  # a typo, or a list made for another store
+            log.warning("%d listed categories have no rows: %s", len(unknown), unknown[:10])
     attrs = {
         "source": variable,
         "exclude_subjects": list(exclude_subjects),
+        "categories": listed,
+        "rows_outside_categories": outside,
+        "mask_outside": bool(mask_outside and listed is not None),
         "rows_used": n_used,
         "rows": int(ds.sizes[SAMPLE]),
         "eps": eps,
@@ -112,9 +146,10 @@ def normalize(
         "time": now(),
         "embstore_version": __version__,
     }
+    out = masked_outside(out, ds, attrs)
     return ds.assign(
         {
-            name: xr.Variable((SAMPLE, FEATURE), out, {ROOT_ATTR: attrs}),
+            name: xr.Variable((SAMPLE, FEATURE), out, {ROOT_ATTR: json.dumps(attrs)}),
             f"{name}_mean": xr.Variable(
                 (FEATURE,), mean, {"long_name": f"feature mean behind {name}"}
             ),
@@ -123,6 +158,15 @@ def normalize(
             ),
         }
     )
+
+
+def masked_outside(values: da.Array, ds: xr.Dataset, attrs: dict[str, Any]) -> da.Array:
+    """``values`` with the rows outside ``attrs["categories"]`` set to NaN if
+    ``attrs["mask_outside"]`` (the provenance :func:`normalize` records), else unchanged."""
+    if not attrs.get("mask_outside"):
+        return values
+    inside = da.from_array(in_categories(ds, attrs["categories"]), chunks=(values.chunks[0],))
+    return da.where(inside[:, None], values, np.float32(np.nan))
 
 
 def constant_features(mean: Any, std: Any, count: Any) -> Any:
@@ -169,6 +213,8 @@ def normalize_store(
     store: StoreLike,
     *,
     exclude_subjects: Sequence[str] = (),
+    categories: str | os.PathLike[str] | Sequence[str] | None = None,
+    mask_outside: bool = False,
     variable: str = "embedding",
     name: str = "normalized",
     eps: float = DEFAULT_EPS,
@@ -197,6 +243,8 @@ def normalize_store(
         ds = normalize(
             open_store(location, version=tx.parent),
             exclude_subjects=exclude_subjects,
+            categories=categories,
+            mask_outside=mask_outside,
             variable=variable,
             name=name,
             eps=eps,
@@ -205,7 +253,7 @@ def normalize_store(
             constant = _write_variable(
                 tx, ds, name, variable, distributed_scheduler(scheduler), progress
             )
-        attrs = ds[name].attrs[ROOT_ATTR]
+        attrs = provenance(ds[name])
         tx.message = f"normalize {variable} -> {name}"
         tx.metadata.update(rows=attrs["rows"], rows_used=attrs["rows_used"], variable=name)
         return NormalizeReport(
@@ -263,7 +311,7 @@ def _write_variable(
     """Compute statistics (one pass), then write the normalized matrix (one pass) into the
     transaction, replacing an earlier variable of that name."""
     mean, std = dask.compute(ds[f"{name}_mean"].data, ds[f"{name}_std"].data)
-    attrs = dict(ds[name].attrs[ROOT_ATTR])
+    attrs = provenance(ds[name])
     constant = np.flatnonzero(constant_features(mean, std, attrs["rows_used"])).tolist()
     attrs["constant_features"] = constant
     source = tx.group[variable]
@@ -284,6 +332,7 @@ def _write_variable(
     normalized = _apply(
         ds[variable].data, mean, _scale(mean, std, attrs["rows_used"], attrs["eps"])
     )
+    normalized = masked_outside(normalized, ds, attrs)
     coords = source.attrs.get("coordinates", "path nonfinite")
     if not distributed:
         target = _create_matrix(tx, name, source, coords, attrs)

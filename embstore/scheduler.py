@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 
 import dask
+import dask.threaded
 
 from .errors import EmbstoreError
 
@@ -25,7 +26,9 @@ def dask_scheduler(spec: str | None) -> Iterator[None]:
     numbers; a cluster spreads the reading over more processes or machines.
     """
     if not distributed_scheduler(spec):
-        with dask.config.set(scheduler="threads"):
+        # the callable, not "threads": dask resolves a name through dask.distributed when that
+        # is installed, importing it (~1.5 s) on the first compute of a process
+        with dask.config.set(scheduler=dask.threaded.get):
             yield
         return
     assert spec is not None

@@ -85,7 +85,7 @@ def test_kill_minus_9_during_ingest_then_rerun_completes_exactly_once(tmp_path):
     assert _check_prefix(store, expected) == len(files)
     statuses = [
         e.get("status")
-        for e in embstore.open(store).attrs["embstore"]["provenance"]
+        for e in embstore.provenance(embstore.open(store))["provenance"]
         if e["action"] == "ingest"
     ]
     assert statuses[-1] == "complete"
@@ -125,10 +125,10 @@ def test_kill_minus_9_during_normalize_overwrite_keeps_the_old_variable(big):
     assert _kill_when(_python(NORMALIZE, big, "b"), _started_writing(big))
     ds = embstore.open(big)
     np.testing.assert_array_equal(ds.normalized.values, old)
-    assert ds.normalized.attrs["embstore"]["exclude_subjects"] == ["a"]
+    assert embstore.provenance(ds.normalized)["exclude_subjects"] == ["a"]
     subprocess.run([sys.executable, "-c", NORMALIZE, big, "b"], check=True)
     ds = embstore.open(big)
-    assert ds.normalized.attrs["embstore"]["exclude_subjects"] == ["b"]
+    assert embstore.provenance(ds.normalized)["exclude_subjects"] == ["b"]
     assert not np.array_equal(ds.normalized.values, old)
 
 

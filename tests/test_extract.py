@@ -22,6 +22,7 @@ from embstore.extraction.decode import read_frames
 from embstore.extraction.encoders import REGISTRY, VJEPA2Settings, load_vjepa2
 from embstore.extraction.pipeline import pool_tokens
 from embstore.samples import MALFORMED, make_dicom, make_dicom_with_secret, make_tiny_vjepa2
+from embstore.store.views import provenance
 
 SECRET = "Zyxwvut^Secretname"
 
@@ -102,12 +103,12 @@ def test_checkpoint_key_encoder_is_a_different_model(echo_tree, tmp_path, tiny):
     run(echo_tree, tmp_path / "e.zarr", tiny, limit=1, checkpoint_key="encoder")
     t, e = embstore.open(tmp_path / "t.zarr"), embstore.open(tmp_path / "e.zarr")
     assert not np.allclose(t.embedding.values, e.embedding.values)
-    assert t.attrs["embstore"]["extraction"]["checkpoint_key"] == "target_encoder"
+    assert provenance(t)["extraction"]["checkpoint_key"] == "target_encoder"
 
 
 def test_everything_that_defines_the_numbers_is_recorded_and_enforced(echo_tree, tmp_path, tiny):
     run(echo_tree, tmp_path / "s.zarr", tiny, clips=2)
-    meta = embstore.open(tmp_path / "s.zarr").attrs["embstore"]
+    meta = provenance(embstore.open(tmp_path / "s.zarr"))
     ex = meta["extraction"]
     assert ex["checkpoint_sha256"] == hashlib.sha256(tiny["original"].read_bytes()).hexdigest()
     assert ex["clip"] == {
@@ -169,7 +170,7 @@ def test_tokens_pooled_to_a_grid_and_all_tokens_load_lazily(echo_tree, tmp_path,
         ds = embstore.open(store)
         assert ds.tokens.dims == ("sample", "token", "feature") and ds.tokens.chunks[0][0] == 1
         assert ds.tokens.shape == (3, tokens, 32) and ds.tokens.dtype == np.float16
-        assert ds.attrs["embstore"]["extraction"]["pool"] == pool
+        assert provenance(ds)["extraction"]["pool"] == pool
         for i, rel in enumerate(ds.path.values):
             out = direct_tokens(model, echo_tree / rel, spec)
             expected = pool_tokens(out, (2, 2, 2), pool).mean(dim=0).half().numpy()

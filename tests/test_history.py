@@ -61,7 +61,7 @@ def test_restore_undoes_an_append(store):
     assert report.version and report.version != good
     restored = embstore.open(store)
     _assert_same_content(restored, before)
-    assert restored.attrs["embstore"]["provenance"][-1]["restored"] == good
+    assert embstore.provenance(restored)["provenance"][-1]["restored"] == good
     assert embstore.log(store)[0].message == f"restore version {good}"
     # the undone append is still in the history, and a writer can append again
     assert embstore.open(store, version=embstore.log(store)[1].id).sizes["sample"] == 49

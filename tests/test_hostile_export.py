@@ -196,7 +196,7 @@ def test_zarr_export_opens_with_plain_xarray(store, tmp_path):
     assert ds.subject.values.tolist() == orig.subject.values.tolist()
     assert (
         json.loads(ds.attrs["embstore"])["schema_version"]
-        == orig.attrs["embstore"]["schema_version"]
+        == embstore.provenance(orig)["schema_version"]
     )
     prov = json.loads(ds.normalized.attrs["embstore"])
     assert prov["exclude_subjects"] == ["00270001"]

@@ -10,6 +10,7 @@ import xarray as xr
 import embstore
 from embstore.errors import BadInputError
 from embstore.samples import make_pt_dict
+from embstore.store.views import provenance
 
 
 def _load_tree(root: Path) -> dict[str, np.ndarray]:
@@ -188,7 +189,7 @@ def test_unparseable_filename_fails_then_skip_bad_reports_every_bad_row(tmp_path
         "oops.npy",
         "00990001_6_month_level_avg.npy",
     }
-    entry = embstore.open(store).attrs["embstore"]["provenance"][-1]
+    entry = provenance(embstore.open(store))["provenance"][-1]
     assert entry["status"] == "complete" and entry["bad_count"] == 2
 
 
@@ -204,7 +205,7 @@ def test_earlier_batches_stay_committed_and_a_rerun_completes(tmp_path, npy_tree
     victim.write_bytes(good)
     report = embstore.ingest([npy_tree], store=store, layout="babyview", batch_rows=10)
     assert (report.rows_added, report.already_stored, report.rows) == (18, 30, 48)
-    assert embstore.open(store).attrs["embstore"]["provenance"][-2]["status"] == "failed"
+    assert provenance(embstore.open(store))["provenance"][-2]["status"] == "failed"
 
 
 def test_nonfinite_vectors_are_ingested_and_flagged(tmp_path, npy_tree):

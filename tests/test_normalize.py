@@ -9,6 +9,7 @@ from dask.callbacks import Callback
 import embstore
 from embstore.errors import EmbstoreError
 from embstore.store import StoreWriter
+from embstore.store.views import provenance
 
 EXCLUDED = "00270001"
 
@@ -32,7 +33,7 @@ def test_matches_a_float64_numpy_reference_with_the_subject_excluded(store):
     assert ds.normalized.encoding["chunks"] == ds.embedding.encoding["chunks"]
     # the excluded subject is normalized too, with the statistics of the others
     assert np.isfinite(ds.normalized.values[~used]).all()
-    attrs = ds.normalized.attrs["embstore"]
+    attrs = provenance(ds.normalized)
     assert (
         attrs["exclude_subjects"] == [EXCLUDED]
         and attrs["rows_used"] == int(used.sum()) == report.rows_used
@@ -64,7 +65,7 @@ def test_nonfinite_rows_never_feed_the_statistics(tmp_path):
     used = np.isfinite(x).all(axis=1)
     _, mean, std = _reference(x, used)
     np.testing.assert_allclose(ds.normalized_mean.values, mean, rtol=1e-12)
-    assert ds.normalized.attrs["embstore"]["rows_used"] == 48
+    assert provenance(ds.normalized)["rows_used"] == 48
 
 
 def test_constant_features_are_scaled_by_one_and_reported(tmp_path):
@@ -73,7 +74,7 @@ def test_constant_features_are_scaled_by_one_and_reported(tmp_path):
     StoreWriter(tmp_path / "s.zarr", feature_size=3).append([str(i) for i in range(40)], x)
     report = embstore.normalize_store(tmp_path / "s.zarr")
     ds = embstore.open(tmp_path / "s.zarr")
-    assert report.constant_features == [1] == ds.normalized.attrs["embstore"]["constant_features"]
+    assert report.constant_features == [1] == provenance(ds.normalized)["constant_features"]
     np.testing.assert_array_equal(ds.normalized.values[:, 1], 0.0)
     assert "1 constant feature" in report.summary()
 
@@ -174,9 +175,9 @@ def test_existing_variable_needs_overwrite_and_a_failed_write_leaves_none(store,
     versions = len(embstore.log(store))
     monkeypatch.undo()
     embstore.normalize_store(store, overwrite=True)  # replaces: no subject excluded now
-    assert embstore.open(store).normalized.attrs["embstore"]["rows_used"] == 48
+    assert provenance(embstore.open(store).normalized)["rows_used"] == 48
     # one version for the overwrite, and the replaced variable is still in the history
     history = embstore.log(store)
     assert len(history) == versions + 1
     old = embstore.open(store, version=history[1].id)
-    assert old.normalized.attrs["embstore"]["exclude_subjects"] == [EXCLUDED]
+    assert provenance(old.normalized)["exclude_subjects"] == [EXCLUDED]

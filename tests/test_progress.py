@@ -52,7 +52,7 @@ def test_interrupted_ingest_is_recorded_as_interrupted(npy_tree, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         embstore.ingest([npy_tree], store=store, layout="babyview", batch_rows=10, progress=stop)
-    last = embstore.open(store).attrs["embstore"]["provenance"][-1]
+    last = embstore.provenance(embstore.open(store))["provenance"][-1]
     assert last["action"] == "ingest" and last["status"] == "interrupted"
 
 

@@ -148,7 +148,7 @@ def test_relabel_replaces_whole_columns_in_one_version(store):
     ds = embstore.open(store)
     assert set(ds.site.values) == {"x"} and set(ds.subject.values) == {"s"}
     assert len(embstore.log(store)) == versions + 1
-    assert ds.attrs["embstore"]["provenance"][-1]["labels"] == ["site", "subject"]
+    assert embstore.provenance(ds)["provenance"][-1]["columns"] == ["site", "subject"]
     with pytest.raises(StoreError, match="3 values for label 'site'"):
         writer.set_labels({"site": ["y"] * 3})
 

@@ -67,8 +67,8 @@ def test_upgrade_copies_every_variable_and_the_provenance(tmp_path):
     for name in old.variables:
         a, b = np.asarray(old[name].values), np.asarray(new[name].values)
         assert a.tolist() == b.tolist(), name
-    assert new.normalized.attrs["embstore"]["rows_used"] == ROWS
-    meta = new.attrs["embstore"]
+    assert embstore.provenance(new.normalized)["rows_used"] == ROWS
+    meta = embstore.provenance(new)
     assert meta["schema_version"] == 2 and meta["model"] == "demo"
     assert [e["action"] for e in meta["provenance"]] == ["ingest", "upgrade"]
     assert meta["upgraded_from"]["rows"] == ROWS

@@ -166,7 +166,9 @@ def check_token_size(rows: int, tokens: int, dim: int, *, max_size: int, confirm
     return size
 
 
-def describe_run(extractor: Extractor, spec: Any, pool: str, store: Path) -> dict[str, Any]:
+def describe_run(
+    extractor: Extractor, spec: Any, pool: str, store: str | os.PathLike[str]
+) -> dict[str, Any]:
     """The extraction record for the store; for a store made before ``sampling``, ``resize``
     and ``pool`` were recorded, only the earlier rules (:data:`LEGACY`) may add to it."""
     rules = {"sampling": spec.sampling, "resize": spec.resize, "pool": pool}
@@ -182,12 +184,13 @@ def describe_run(extractor: Extractor, spec: Any, pool: str, store: Path) -> dic
     return {k: v for k, v in record.items() if k not in LEGACY}
 
 
-def _existing_record(store: Path) -> dict[str, Any] | None:
+def _existing_record(store: str | os.PathLike[str]) -> dict[str, Any] | None:
     from ..store import is_store, open_store
+    from ..store.views import provenance
 
     if not is_store(store):
         return None
-    return open_store(store).attrs.get("embstore", {}).get("extraction")
+    return provenance(open_store(store)).get("extraction")
 
 
 def extract(
@@ -247,7 +250,7 @@ def extract(
     tokens = token_count(extractor.token_grid(num_frames), pool)
     most = len(paths) if limit is None else min(limit, len(paths))  # before the store is touched
     token_bytes = check_token_size(most, tokens, extractor.dim, max_size=max_size, confirm=confirm)
-    description = describe_run(extractor, spec, pool, Path(store))
+    description = describe_run(extractor, spec, pool, store)
     writer = StoreWriter(
         store,
         feature_size=extractor.dim,

@@ -13,7 +13,8 @@ import xarray as xr
 
 from ..errors import BadInputError, first_line
 from ..labels import INTEGER_LABELS
-from ..store import ROOT_ATTR
+from ..store.layout import ROOT_ATTR
+from ..store.views import provenance
 from .base import BadRow, SourceBatch, check_vector
 
 #: Root attribute naming the exported variable (``embedding``, ``normalized``...).
@@ -142,7 +143,7 @@ def plain_dataset(ds: xr.Dataset, variable: str) -> xr.Dataset:
     labels = [str(n) for n, c in ds.coords.items() if c.dims == ("sample",)]
     # labels are small: load them, so the file gets concrete strings (the matrix streams by chunk)
     out = ds[[variable]].reset_coords(drop=True).assign_coords({n: ds[n].compute() for n in labels})
-    out.attrs = {VARIABLE_ATTR: variable, ROOT_ATTR: json.dumps(ds.attrs.get(ROOT_ATTR, {}))}
+    out.attrs = {VARIABLE_ATTR: variable, ROOT_ATTR: json.dumps(provenance(ds))}
     for name in out.variables:
         out[name].attrs = {
             k: json.dumps(v) if isinstance(v, dict | list) else v

@@ -7,7 +7,6 @@ This module imports neither.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,8 @@ from .._progress import Progress, count_rows
 from ..errors import EmbstoreError
 from ..labels import MISSING_AGE, MISSING_STR
 from ..normalize import constant_features
-from ..store import FEATURE, ROOT_ATTR, SAMPLE
+from ..store import FEATURE, SAMPLE
+from ..store.views import provenance
 
 #: A feature is of "extreme scale" when its std is this many times above or below the median
 #: feature std.
@@ -65,16 +65,6 @@ def _dask(data: xr.DataArray) -> da.Array:
     return data.data if isinstance(data.data, da.Array) else da.from_array(np.asarray(data.data))
 
 
-def _decoded(value: Any) -> Any:
-    """An ``embstore`` attribute as a dict, whether stored as a dict or as JSON text."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return {}
-    return value if isinstance(value, dict) else {}
-
-
 def variable_provenance(ds: xr.Dataset, variable: str) -> dict[str, Any]:
     """How ``variable`` was made.
 
@@ -82,10 +72,10 @@ def variable_provenance(ds: xr.Dataset, variable: str) -> dict[str, Any]:
     rows used...). The stored vectors carry none: their history is the store's run log, so
     this returns the model and the runs that added rows (ingest, extract).
     """
-    own = _decoded(ds[variable].attrs.get(ROOT_ATTR))
+    own = provenance(ds[variable])
     if own:
         return own
-    meta = _decoded(ds.attrs.get(ROOT_ATTR))
+    meta = provenance(ds)
     runs = [
         {k: v for k, v in entry.items() if k != "run_id"}
         for entry in meta.get("provenance", [])

@@ -443,14 +443,14 @@ class StoreWriter:
                 "time": now(),
                 "embstore_version": __version__,
                 "status": "complete",
-                "labels": sorted(checked),
+                "columns": sorted(checked),
                 **info,
             }
             meta = plain(state.meta)
             meta["provenance"] = [*meta["provenance"], entry]
             tx.set_meta(meta)
             tx.message = f"{action}: set {', '.join(sorted(checked))} for {state.rows} rows"
-            tx.metadata.update(rows=state.rows, labels=sorted(checked))
+            tx.metadata.update(rows=state.rows, columns=sorted(checked))
             return tx.parent
 
         run_transaction(self.location, work, action=action, message=action)

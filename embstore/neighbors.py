@@ -1,0 +1,326 @@
+"""Exact nearest neighbours over a store's rows, one row chunk at a time (memory flat in N).
+
+For each chunk of rows the scores against every query are computed at once (one matrix
+product) and merged into a running top-k per query, so memory holds one chunk plus
+``queries x (k + chunk)`` scores whatever the store's size. Torch on CUDA runs the products
+when a GPU is present; numpy otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .errors import EmbstoreError
+from .store import SAMPLE
+from .store.views import label_mask
+
+log = logging.getLogger(__name__)
+
+METRICS = ("cosine", "dot", "euclidean")
+#: Rows scored at once: whole row chunks of the store are grouped up to this many rows (fewer
+#: numpy calls and reads per row), and an in-memory array is cut into blocks of this size.
+BLOCK_ROWS = 16384
+
+
+def neighbors(
+    ds: xr.Dataset | str | os.PathLike[str],
+    query: np.ndarray | str | Sequence[str],
+    *,
+    k: int = 10,
+    metric: str = "cosine",
+    variable: str = "embedding",
+    where: Mapping[str, Any] | np.ndarray | xr.DataArray | None = None,
+    exclude_same_subject: bool = False,
+    device: str | None = None,
+) -> pd.DataFrame:
+    """The ``k`` rows nearest to each query, exactly, as a tidy table.
+
+    Parameters
+    ----------
+    ds
+        A dataset from :func:`embstore.open` (or a store path, opened here).
+    query
+        Row paths (a string or a list of them) or vectors (``(features,)`` or
+        ``(queries, features)``). A path query never returns its own row.
+    k
+        Neighbours per query.
+    metric
+        ``"cosine"`` (similarity, higher is nearer), ``"dot"`` (higher is nearer) or
+        ``"euclidean"`` (distance, lower is nearer).
+    variable
+        The ``(sample, feature)`` variable searched, e.g. ``"normalized"``.
+    where
+        Rows allowed as neighbours: label criteria as in ``ds.emb.rows`` (``{"category":
+        ["ball"], "age_mo": slice(12, 18)}``) or a boolean mask over ``sample``.
+    exclude_same_subject
+        Leave out rows of the query's own subject (path queries only).
+    device
+        ``"cuda"``/``"cpu"`` runs the products with torch there; ``"numpy"`` with numpy.
+        Default: torch on CUDA when available, numpy otherwise.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (query, rank): ``query`` (the path, or the vector's index), ``rank``
+        (1 = nearest), ``path``, ``score``, then every label of the neighbour. Non-finite rows
+        are never returned; a query gets fewer than ``k`` rows if fewer are allowed.
+
+    Examples
+    --------
+    >>> ds = embstore.open("bv.zarr")                                     # doctest: +SKIP
+    >>> embstore.neighbors(ds, "ball/00270001_12_month_level_avg.npy", k=5,
+    ...                    exclude_same_subject=True)                     # doctest: +SKIP
+    """
+    if not isinstance(ds, xr.Dataset):
+        from .store import open_store
+
+        ds = open_store(ds)
+    if metric not in METRICS:
+        raise EmbstoreError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if k < 1:
+        raise EmbstoreError(f"k must be at least 1, got {k}")
+    data = _variable(ds, variable)
+    vectors, names, query_rows = _queries(ds, data, query)
+    allowed = _allowed_rows(ds, where)
+    subjects = _subject_codes(ds, query_rows) if exclude_same_subject else None
+    search = _backend(device)(_prepare_queries(vectors, metric), k, metric)
+    for start, block in _blocks(data, allowed):
+        stop = start + len(block)
+        banned = None  # (query, row) pairs left out: the query's own row, its subject's rows
+        if query_rows is not None:
+            banned = np.arange(start, stop)[None, :] == query_rows[:, None]
+        if subjects is not None:
+            codes, query_codes = subjects
+            banned = banned | (codes[None, start:stop] == query_codes[:, None])
+        search.update(block, start, ~allowed[start:stop], banned)
+    scores, rows = search.result()
+    return _table(ds, names, scores, rows, metric)
+
+
+def _variable(ds: xr.Dataset, variable: str) -> xr.DataArray:
+    if variable not in ds.data_vars or ds[variable].ndim != 2 or ds[variable].dims[0] != SAMPLE:
+        have = [str(n) for n, v in ds.data_vars.items() if v.ndim == 2 and v.dims[0] == SAMPLE]
+        raise EmbstoreError(f"no (sample, feature) variable {variable!r} (have: {', '.join(have)})")
+    return ds[variable]
+
+
+def _queries(
+    ds: xr.Dataset, data: xr.DataArray, query: Any
+) -> tuple[np.ndarray, list[Any], np.ndarray | None]:
+    """Query vectors, their names, and their row numbers (path queries) or ``None``."""
+    if isinstance(query, str) or (
+        isinstance(query, Sequence) and query and all(isinstance(q, str) for q in query)
+    ):
+        paths = [query] if isinstance(query, str) else list(query)
+        rows = _rows_of(ds, paths)
+        vectors = np.asarray(data.isel({SAMPLE: rows}).values, dtype=np.float32)
+        bad = [p for p, v in zip(paths, vectors, strict=True) if not np.isfinite(v).all()]
+        if bad:
+            raise EmbstoreError(f"query row(s) hold NaN/Inf in {data.name!r}: {', '.join(bad[:5])}")
+        return vectors, paths, rows
+    vectors = np.asarray(query, dtype=np.float32)
+    vectors = vectors[None, :] if vectors.ndim == 1 else vectors
+    if vectors.ndim != 2 or vectors.shape[1] != data.shape[1] or len(vectors) == 0:
+        msg = f"query vectors must be (queries, {data.shape[1]}), got {np.shape(query)}"
+        raise EmbstoreError(msg)
+    if not np.isfinite(vectors).all():
+        raise EmbstoreError("query vectors hold NaN/Inf")
+    return vectors, list(range(len(vectors))), None
+
+
+def _rows_of(ds: xr.Dataset, paths: list[str]) -> np.ndarray:
+    """Row numbers of ``paths``; unknown paths are an error naming them."""
+    index = pd.Index(np.asarray(ds["path"].values, dtype=object))
+    rows = index.get_indexer(paths)
+    missing = [p for p, r in zip(paths, rows, strict=True) if r < 0]
+    if missing:
+        raise EmbstoreError(f"path(s) not in the store: {', '.join(missing[:5])}")
+    return rows
+
+
+def _allowed_rows(ds: xr.Dataset, where: Any) -> np.ndarray:
+    """Rows that may be returned: the ``where`` selection minus rows flagged non-finite."""
+    n = ds.sizes[SAMPLE]
+    if where is None:
+        allowed = np.ones(n, dtype=bool)
+    elif isinstance(where, Mapping):
+        allowed = label_mask(ds, where)
+    else:
+        allowed = np.asarray(where.values if isinstance(where, xr.DataArray) else where, bool)
+        if allowed.shape != (n,):
+            raise EmbstoreError(f"where must be a boolean mask of {n} rows, got {allowed.shape}")
+    if "nonfinite" in ds.coords:
+        allowed = allowed & ~np.asarray(ds["nonfinite"].values, dtype=bool)
+    return allowed
+
+
+def _subject_codes(ds: xr.Dataset, query_rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if query_rows is None:
+        raise EmbstoreError("exclude_same_subject needs path queries (vectors have no subject)")
+    if "subject" not in ds.coords:
+        raise EmbstoreError("exclude_same_subject needs a 'subject' label; the store has none")
+    codes, _ = pd.factorize(np.asarray(ds["subject"].values, dtype=object))
+    return codes, codes[query_rows]
+
+
+def _prepare_queries(vectors: np.ndarray, metric: str) -> np.ndarray:
+    if metric == "cosine":
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.where(norms == 0, 1, norms)
+    return vectors
+
+
+def _blocks(data: xr.DataArray, allowed: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first_row, block)`` for each row chunk holding an allowed row, read one ahead."""
+    array = data.data
+    sizes = array.chunks[0] if isinstance(array, da.Array) else None
+    if sizes is None:
+        full, rest = divmod(len(allowed), BLOCK_ROWS)
+        sizes = (BLOCK_ROWS,) * full + ((rest,) if rest else ())
+    starts = np.cumsum([0, *sizes[:-1]])
+    wanted: list[tuple[int, int]] = []
+    for start, size in zip(starts.tolist(), sizes, strict=True):
+        if not allowed[start : start + size].any():
+            continue  # no allowed row: never read
+        if wanted and wanted[-1][1] == start and wanted[-1][1] - wanted[-1][0] < BLOCK_ROWS:
+            wanted[-1] = (wanted[-1][0], start + size)
+        else:
+            wanted.append((start, start + size))
+
+    def read(span: tuple[int, int]) -> np.ndarray:
+        block = array[span[0] : span[1]]
+        if isinstance(block, da.Array):  # this thread is the parallelism: no dask pool on top
+            block = block.compute(scheduler="sync")
+        return np.asarray(block, dtype=np.float32)
+
+    # a thread reads the next block while this one is scored (both release the GIL)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embstore-read") as pool:
+        ahead = pool.submit(read, wanted[0]) if wanted else None
+        for i, span in enumerate(wanted):
+            block = ahead.result()
+            ahead = pool.submit(read, wanted[i + 1]) if i + 1 < len(wanted) else None
+            yield span[0], block
+
+
+class _NumpyTopK:
+    """Running top-k per query with numpy: each block's own top-k (``argpartition``), merged."""
+
+    def __init__(self, queries: np.ndarray, k: int, metric: str) -> None:
+        self.q, self.k, self.metric = queries, k, metric
+        self.q_sq = (queries.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
+        self.best = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+        self.rows = np.zeros((len(queries), 0), dtype=np.int64)
+
+    def update(
+        self, block: np.ndarray, start: int, skip: np.ndarray, banned: np.ndarray | None
+    ) -> None:
+        """Score ``block`` (rows ``start...``) but ``skip`` rows and ``banned`` pairs."""
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows: skipped below
+            sq = np.einsum("ij,ij->i", block, block)
+            skip = skip | ~np.isfinite(sq)
+            scores = self.q @ block.T
+            if self.metric == "cosine":
+                scores /= np.sqrt(np.where(skip | (sq == 0), 1, sq))
+            elif self.metric == "euclidean":  # larger is nearer: minus the squared distance
+                scores = 2 * scores - sq - self.q_sq[:, None]
+        if skip.any():
+            scores[:, skip] = -np.inf
+        if banned is not None:
+            scores[banned] = -np.inf
+        k = min(self.k, scores.shape[1])
+        top = np.argpartition(scores, -k, axis=1)[:, -k:]
+        cand = np.concatenate([self.best, np.take_along_axis(scores, top, 1)], axis=1)
+        rows = np.concatenate([self.rows, top + start], axis=1)
+        if cand.shape[1] > self.k:
+            keep = np.argpartition(cand, -self.k, axis=1)[:, -self.k :]
+            cand, rows = np.take_along_axis(cand, keep, 1), np.take_along_axis(rows, keep, 1)
+        self.best, self.rows = cand, rows
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(-self.best, axis=1, kind="stable")
+        return np.take_along_axis(self.best, order, 1), np.take_along_axis(self.rows, order, 1)
+
+
+class _TorchTopK:
+    """The same running top-k with torch (``topk``) on ``device``."""
+
+    def __init__(self, queries: np.ndarray, k: int, metric: str, device: str) -> None:
+        import torch
+
+        self.torch, self.device, self.k, self.metric = torch, device, k, metric
+        self.q = torch.from_numpy(queries).to(device)
+        self.q_sq = (self.q.double() ** 2).sum(dim=1).float()
+        self.best = torch.full((len(queries), 0), -torch.inf, device=device)
+        self.rows = torch.zeros((len(queries), 0), dtype=torch.int64, device=device)
+
+    def update(
+        self, block: np.ndarray, start: int, skip: np.ndarray, banned: np.ndarray | None
+    ) -> None:
+        torch = self.torch
+        b = torch.from_numpy(block).to(self.device, non_blocking=True)
+        sq = (b * b).sum(dim=1)
+        skipped = torch.from_numpy(skip).to(self.device) | ~sq.isfinite()
+        scores = self.q @ b.T
+        if self.metric == "cosine":
+            scores /= torch.where(skipped | (sq == 0), 1, sq).sqrt()
+        elif self.metric == "euclidean":
+            scores = 2 * scores - sq - self.q_sq[:, None]
+        scores.masked_fill_(skipped[None, :], -torch.inf)
+        if banned is not None:
+            scores.masked_fill_(torch.from_numpy(banned).to(self.device), -torch.inf)
+        local = scores.topk(min(self.k, scores.shape[1]), dim=1)
+        cand = torch.cat([self.best, local.values], 1)
+        rows = torch.cat([self.rows, local.indices + start], 1)
+        top = cand.topk(min(self.k, cand.shape[1]), dim=1)
+        self.best, self.rows = top.values, rows.gather(1, top.indices)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.best.cpu().numpy(), self.rows.cpu().numpy()  # topk returns them sorted
+
+
+def _backend(device: str | None) -> Any:
+    if device == "numpy":
+        return _NumpyTopK
+    if device is None:
+        try:
+            import torch
+        except ImportError:  # torch is optional for the search
+            return _NumpyTopK
+        if not torch.cuda.is_available():
+            return _NumpyTopK
+        device = "cuda"
+    return lambda q, k, metric: _TorchTopK(q, k, metric, device)
+
+
+def _table(
+    ds: xr.Dataset, names: list[Any], scores: np.ndarray, rows: np.ndarray, metric: str
+) -> pd.DataFrame:
+    found = np.isfinite(scores)
+    query_idx, rank_idx = np.nonzero(found)
+    hit_rows = rows[found]
+    score = scores[found].astype(np.float64)
+    if metric == "euclidean":
+        score = np.sqrt(np.maximum(-score, 0))
+    table = pd.DataFrame(
+        {
+            "query": pd.Series([names[i] for i in query_idx], dtype=object),
+            "rank": rank_idx + 1,
+            "path": np.asarray(ds["path"].values, dtype=object)[hit_rows],
+            "score": score,
+        }
+    )
+    labels = [
+        n for n, c in ds.coords.items() if c.dims == (SAMPLE,) and n not in ("path", "nonfinite")
+    ]
+    for name in sorted(map(str, labels)):  # the same columns whatever order the store keeps
+        table[name] = np.asarray(ds[name].values)[hit_rows]
+    return table
