@@ -146,108 +146,174 @@ def ingest(
         and all(f.is_file() and f.suffix.lower() in (".pt", ".pth") for f in files)
     ):
         return _ingest_pt_files_in_parallel(files, jobs, options, progress)
-    resolved = get_layout(layout, pattern=pattern)
-    table = read_labels_csv(labels_csv, key=labels_key, layout=resolved) if labels_csv else None
-    allowed = read_categories(categories) if categories is not None else None
-    opened = [open_source(s) for s in sources]
-    unlabelled = (
-        resolved is None
-        and table is None
-        and not any(getattr(s, "label_names", ()) for s in opened)
-    )
-    sized = [s for s in opened if not isinstance(s, PtDictSource)]  # a .pt's size costs a load
-    remaining = sum(len(s) for s in sized)
-    writer = StoreWriter(store, on_duplicate=on_duplicate) if is_store(store) else None
-    report = IngestReport(store=str(store), rows=writer.rows if writer else 0)
-    run_info = {
-        "sources": [s.name for s in opened],
-        "layout": resolved.pattern
-        if resolved and resolved.name == "pattern"
-        else (resolved.name if resolved else None),
-        "labels_csv": str(labels_csv) if labels_csv else None,
-        "categories": allowed,
-    }
-    if writer is not None:
-        writer.start_run("ingest", **run_info)
-    done = skipped = 0  # progress leaves out rows stored by an earlier run: its rate is this run's
-
-    def already_stored(path: str) -> bool:  # sees ``writer`` once it is created below
-        return writer is not None and on_duplicate == "skip" and writer.contains(path)
-
-    # Commits run in order on one background thread, overlapping the reading of the next
-    # batches (file writes release the GIL); at most COMMITS_IN_FLIGHT batches wait, so memory
-    # stays bounded.
-    committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embstore-commit")
-    pending: deque[Future[AppendResult]] = deque()
-
-    def collect(keep: int = 0) -> None:
-        while len(pending) > keep:
-            result = pending.popleft().result()
-            report.rows_added += result.added
-            report.already_stored += len(result.duplicates)
-            report.nonfinite.extend(result.nonfinite)
-            report.rows = result.rows
-
+    plan = _Plan.make(sources, layout, pattern, labels_csv, labels_key, categories)
+    run = _Run(plan, store=store, on_duplicate=on_duplicate, model=model, row_chunk=row_chunk)
     try:
-        for source in opened:
-            remaining -= len(source) if source in sized else 0
-            # len() loads a .pt now, as it is about to be read
-            total = done + skipped + len(source) + remaining
-            for batch in source.batches(
-                batch_rows=batch_rows,
-                feature_size=writer.feature_size if writer else None,
-                skip=already_stored,
-            ):
-                done += len(batch.paths) + len(batch.bad)
-                skipped += batch.skipped
-                report.already_stored += batch.skipped
-                paths, vectors, labels = _label_batch(
-                    batch, source, resolved, table, report, skip_bad
-                )
-                if allowed is not None:
-                    paths, vectors, labels = _in_categories(paths, vectors, labels, allowed, report)
-                if writer is None and len(paths):
-                    writer = StoreWriter(
-                        store,
-                        feature_size=vectors.shape[1],
-                        model=model,
-                        on_duplicate=on_duplicate,
-                        row_chunk=row_chunk,
-                    )
-                    writer.start_run("ingest", **run_info)
-                collect(keep=COMMITS_IN_FLIGHT - 1)
-                if writer is not None and len(paths):
-                    pending.append(committer.submit(writer.append, paths, vectors, labels))
-                if progress is not None:
-                    progress(done, total - skipped)
-        collect()
+        run.read_all(batch_rows=batch_rows, skip_bad=skip_bad, progress=progress)
     except BaseException as exc:
-        with contextlib.suppress(BaseException):
-            collect()  # a good batch in flight is still committed
-        committer.shutdown()
-        if writer is not None:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            writer.finish_run(status, error=str(exc) or type(exc).__name__)
+        run.fail(exc)
         raise
-    committer.shutdown()
-    if writer is not None:
-        writer.finish_run(
-            "complete",
-            bad_count=len(report.bad),
-            bad=[str(b) for b in report.bad[:PROVENANCE_LIST_LIMIT]],
-            nonfinite_count=len(report.nonfinite),
-            outside_categories=report.outside_categories,
-        )
-        report.rows = writer.rows
+    report = run.finish()
     for row in report.bad:
         log.warning("skipped %s", row)
-    if unlabelled and report.rows_added:
+    if plan.unlabelled and report.rows_added:
         log.warning(
             "%s: no labels derived (no layout, pattern or labels CSV); add them with "
             "embstore.label / `embstore label`",
             store,
         )
     return report
+
+
+@dataclass
+class _Plan:
+    """What an ingest reads and how it labels rows, decided before anything is written."""
+
+    sources: list[Source]
+    layout: Layout | None
+    table: LabelsTable | None
+    allowed: list[str] | None
+    run_info: dict[str, Any]
+
+    @classmethod
+    def make(
+        cls,
+        sources: Sequence[str | os.PathLike[str]],
+        layout: str | Layout | None,
+        pattern: str | None,
+        labels_csv: str | os.PathLike[str] | None,
+        labels_key: str,
+        categories: str | os.PathLike[str] | Sequence[str] | None,
+    ) -> _Plan:
+        resolved = get_layout(layout, pattern=pattern)
+        table = read_labels_csv(labels_csv, key=labels_key, layout=resolved) if labels_csv else None
+        allowed = read_categories(categories) if categories is not None else None
+        opened = [open_source(s) for s in sources]
+        named = resolved is not None and resolved.name != "pattern"  # a regex records itself
+        run_info = {
+            "sources": [s.name for s in opened],
+            "layout": (resolved.name if named else resolved.pattern) if resolved else None,
+            "labels_csv": str(labels_csv) if labels_csv else None,
+            "categories": allowed,
+        }
+        return cls(opened, resolved, table, allowed, run_info)
+
+    @property
+    def unlabelled(self) -> bool:
+        """True when no layout, CSV or source gives any label."""
+        return (
+            self.layout is None
+            and self.table is None
+            and not any(getattr(s, "label_names", ()) for s in self.sources)
+        )
+
+
+class _Run:
+    """One ingest: reads batches, labels them, and commits them in order on a background
+    thread (file writes release the GIL), overlapping the reading of the next batches; at
+    most COMMITS_IN_FLIGHT batches wait, so memory stays bounded."""
+
+    def __init__(
+        self,
+        plan: _Plan,
+        *,
+        store: str | os.PathLike[str],
+        on_duplicate: str,
+        model: str | None,
+        row_chunk: int | None,
+    ) -> None:
+        self.plan, self.store, self.on_duplicate = plan, store, on_duplicate
+        self.model, self.row_chunk = model, row_chunk
+        self.writer = StoreWriter(store, on_duplicate=on_duplicate) if is_store(store) else None
+        self.report = IngestReport(store=str(store), rows=self.writer.rows if self.writer else 0)
+        if self.writer is not None:
+            self.writer.start_run("ingest", **plan.run_info)
+        self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embstore-commit")
+        self.pending: deque[Future[AppendResult]] = deque()
+
+    def _already_stored(self, path: str) -> bool:
+        return (
+            self.on_duplicate == "skip" and self.writer is not None and self.writer.contains(path)
+        )
+
+    def read_all(
+        self, *, batch_rows: int, skip_bad: bool, progress: ProgressCallback | None
+    ) -> None:
+        """Read, label and commit every source's batches."""
+        sized = [s for s in self.plan.sources if not isinstance(s, PtDictSource)]  # a .pt's
+        remaining = sum(len(s) for s in sized)  # size costs a load: counted when it is read
+        done = skipped = 0  # progress leaves out rows stored by an earlier run
+        for source in self.plan.sources:
+            remaining -= len(source) if source in sized else 0
+            total = done + skipped + len(source) + remaining
+            for batch in source.batches(
+                batch_rows=batch_rows,
+                feature_size=self.writer.feature_size if self.writer else None,
+                skip=self._already_stored,
+            ):
+                done += len(batch.paths) + len(batch.bad)
+                skipped += batch.skipped
+                self.report.already_stored += batch.skipped
+                self._commit(self._rows_of(batch, source, skip_bad))
+                if progress is not None:
+                    progress(done, total - skipped)
+        self._collect()
+
+    def _rows_of(
+        self, batch: SourceBatch, source: Source, skip_bad: bool
+    ) -> tuple[list[str], np.ndarray, dict[str, list[Any]]]:
+        plan = self.plan
+        rows = _label_batch(batch, source, plan.layout, plan.table, self.report, skip_bad)
+        if plan.allowed is not None:
+            rows = _in_categories(*rows, plan.allowed, self.report)
+        return rows
+
+    def _commit(self, rows: tuple[list[str], np.ndarray, dict[str, list[Any]]]) -> None:
+        paths, vectors, labels = rows
+        if self.writer is None and len(paths):
+            self.writer = StoreWriter(
+                self.store,
+                feature_size=vectors.shape[1],
+                model=self.model,
+                on_duplicate=self.on_duplicate,
+                row_chunk=self.row_chunk,
+            )
+            self.writer.start_run("ingest", **self.plan.run_info)
+        self._collect(keep=COMMITS_IN_FLIGHT - 1)
+        if self.writer is not None and len(paths):
+            self.pending.append(self.committer.submit(self.writer.append, paths, vectors, labels))
+
+    def _collect(self, keep: int = 0) -> None:
+        while len(self.pending) > keep:
+            result = self.pending.popleft().result()
+            self.report.rows_added += result.added
+            self.report.already_stored += len(result.duplicates)
+            self.report.nonfinite.extend(result.nonfinite)
+            self.report.rows = result.rows
+
+    def fail(self, exc: BaseException) -> None:
+        """Commit what is good and in flight, and record the run as failed or interrupted."""
+        with contextlib.suppress(BaseException):
+            self._collect()
+        self.committer.shutdown()
+        if self.writer is not None:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            self.writer.finish_run(status, error=str(exc) or type(exc).__name__)
+
+    def finish(self) -> IngestReport:
+        """Record the run as complete; return the report."""
+        self.committer.shutdown()
+        report = self.report
+        if self.writer is not None:
+            self.writer.finish_run(
+                "complete",
+                bad_count=len(report.bad),
+                bad=[str(b) for b in report.bad[:PROVENANCE_LIST_LIMIT]],
+                nonfinite_count=len(report.nonfinite),
+                outside_categories=report.outside_categories,
+            )
+            report.rows = self.writer.rows
+        return report
 
 
 def _ingest_pt_files_in_parallel(
