@@ -71,3 +71,12 @@ def test_an_old_store_with_a_broken_root_is_refused_not_emptied(tmp_path, damage
     with pytest.raises(EmbstoreError):
         embstore.upgrade(old, tmp_path / "new")
     assert _digests(old) == before and not (tmp_path / "new").exists()
+
+
+def test_one_store_ingests_into_another(store, tmp_path):
+    report = embstore.ingest([store], store=tmp_path / "copy")
+    assert report.rows_added == 48
+    a, b = embstore.open(store), embstore.open(tmp_path / "copy")
+    assert b.path.values.tolist() == a.path.values.tolist()
+    assert b.age_mo.values.tolist() == a.age_mo.values.tolist()
+    np.testing.assert_array_equal(b.embedding.values, a.embedding.values)

@@ -1,8 +1,9 @@
-"""Plain Zarr datasets: any xarray-readable Zarr with ``embedding`` and ``path`` labels.
+"""Zarr datasets: any xarray-readable Zarr with ``embedding`` and ``path`` labels.
 
-Read: e.g. a subset written with ``xr.open_zarr(s).isel(sample=slice(0, 10)).to_zarr(out)``;
-1-D sample coordinates become labels. Write: a Zarr v3 copy that ``xarray.open_zarr`` opens
-without embstore, labels as coordinates and provenance as JSON text attributes.
+Read: e.g. a subset written with ``embstore.open(s).isel(sample=slice(0, 10)).to_zarr(out)``,
+or another embstore store (an Icechunk repository; its newest version is read, so stores can
+be merged); 1-D sample coordinates become labels. Write: a Zarr v3 copy that
+``xarray.open_zarr`` opens without embstore, labels as coordinates and provenance as JSON text.
 """
 
 from __future__ import annotations
@@ -21,12 +22,24 @@ from .dataset import DatasetSource, plain_dataset
 _MARKERS = ("zarr.json", ".zgroup", ".zmetadata")
 
 
+def _is_store(path: Path) -> bool:
+    from ..store import is_store
+
+    return is_store(path)
+
+
 def can_open(path: Path) -> bool:
-    """A folder holding Zarr group metadata."""
-    return path.is_dir() and any((path / name).is_file() for name in _MARKERS)
+    """A folder holding Zarr group metadata, or an embstore store."""
+    if not path.is_dir():
+        return False
+    return any((path / name).is_file() for name in _MARKERS) or _is_store(path)
 
 
 def _open(path: Path) -> xr.Dataset:
+    if _is_store(path):
+        from ..store import open_store
+
+        return open_store(path)
     with warnings.catch_warnings():
         # a store without consolidated metadata is fine: xarray warns, then reads it directly
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -50,7 +63,7 @@ def write_zarr(ds: xr.Dataset, variable: str, tmp: Path, progress: Progress | No
 
 FORMAT = Format(
     name="zarr",
-    description="a plain Zarr v3 dataset (xarray.open_zarr opens it)",
+    description="a Zarr dataset (xarray.open_zarr opens it) or an embstore store",
     can_open=can_open,
     open=open_zarr,
     check_keys=check_keys,
