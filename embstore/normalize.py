@@ -27,9 +27,10 @@ from ._progress import RowCountingTarget
 from .errors import EmbstoreError, StoreError
 from .labels import check_name, read_categories
 from .scheduler import dask_scheduler, distributed_scheduler
-from .store import open_store, parse_location, run_transaction
+from .store import parse_location, run_transaction
 from .store.layout import FEATURE, MATRIX_COMPRESSORS, ROOT_ATTR, SAMPLE, now
 from .store.location import StoreLike
+from .store.read import open_lazily
 from .store.transaction import Transaction
 from .store.views import provenance
 
@@ -241,7 +242,7 @@ def normalize_store(
         state = tx.require_state()
         _check_replaceable(location, state, name, overwrite)
         ds = normalize(
-            open_store(location, version=tx.parent),
+            open_lazily(location, version=tx.parent),  # reads only the labels it needs
             exclude_subjects=exclude_subjects,
             categories=categories,
             mask_outside=mask_outside,

@@ -38,10 +38,24 @@ def open_store(store: StoreLike, *, version: str | None = None) -> xr.Dataset:
     >>> ds.where(ds.subject == "00270001", drop=True).embedding.values   # doctest: +SKIP
     >>> old = embstore.open("bv.store", version="before-relabel")        # doctest: +SKIP
     """
+    ds = open_lazily(store, version=version)
+    with unreadable_as_store_error(str(store)):
+        prepared = prepare_dataset(ds)  # reads the labels: damage shows here, as one line
+    prepared.encoding.update(ds.encoding)
+    return prepared
+
+
+def open_lazily(store: StoreLike, *, version: str | None = None) -> xr.Dataset:
+    """The store as xarray reads it, nothing loaded: labels lazy (dask), attributes as the
+    store holds them (nested dicts).
+
+    For verbs that read a few labels of a large store (``normalize_store`` reads ``subject``
+    and ``nonfinite``): memory then grows with those labels only, not with every label and
+    the ``path`` index that :func:`open_store` builds.
+    """
     location, session, group = readonly_group(store, version)
     read_state(group, location=location)  # a clear StoreError for a foreign repository
     with unreadable_as_store_error(location):
         ds = xr.open_zarr(session.store, consolidated=False, chunks={})
-        ds = prepare_dataset(ds)  # reads the labels: damage shows here, as one line
     ds.encoding["embstore_version_id"] = str(session.snapshot_id)
     return ds
