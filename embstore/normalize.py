@@ -117,14 +117,14 @@ def normalize(
     if n_used == 0:
         raise EmbstoreError("no rows left for the statistics after the exclusions")
     selected = x if used.all() else x[np.flatnonzero(used)]
-    selected = selected.astype(np.float64)
     if "nonfinite" not in ds.coords:  # no label to trust: drop non-finite rows lazily
+        selected = selected.astype(np.float64)
         finite = da.isfinite(selected).all(axis=1)
         selected = da.where(finite[:, None], selected, np.nan)
         mean, var = da.nanmean(selected, axis=0), da.nanvar(selected, axis=0)
         count = finite.sum()
     else:
-        mean, var = selected.mean(axis=0), selected.var(axis=0)
+        mean, var = feature_moments(selected)
         count = n_used
     std = da.sqrt(var)
     out = _apply(x, mean, _scale(mean, std, count, eps))
@@ -168,6 +168,68 @@ def masked_outside(values: da.Array, ds: xr.Dataset, attrs: dict[str, Any]) -> d
         return values
     inside = da.from_array(in_categories(ds, attrs["categories"]), chunks=(values.chunks[0],))
     return da.where(inside[:, None], values, np.float32(np.nan))
+
+
+def feature_moments(x: da.Array) -> tuple[da.Array, da.Array]:
+    """Lazy per-feature mean and population variance of the rows of ``x``, in float64.
+
+    One pass: each row chunk gives its count, mean and sum of squared deviations (float64,
+    around its own mean), and a tree reduction merges them exactly (Chan et al.'s pairwise
+    update). A task holds one chunk or a few moment triples, so memory stays flat however many
+    chunks there are, and each chunk is read once for both statistics.
+    """
+    features = x.shape[1]
+    x = x.rechunk({1: -1})
+    per_chunk = x.map_blocks(
+        _chunk_moments,
+        new_axis=2,
+        chunks=((1,) * x.numblocks[0], (3,), (features,)),
+        dtype=np.float64,
+    )
+    moments = da.reduction(
+        per_chunk,
+        chunk=_keep,
+        combine=_merge_moments,
+        aggregate=_merge_moments,
+        axis=0,
+        keepdims=False,
+        dtype=np.float64,
+        concatenate=True,
+        split_every=8,
+        meta=np.empty((0, 0), dtype=np.float64),
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return moments[1], moments[2] / moments[0]
+
+
+def _chunk_moments(block: np.ndarray) -> np.ndarray:
+    """``[count, mean, sum of squared deviations]`` of a row chunk, shape (1, 3, features)."""
+    values = block.astype(np.float64)  # the one float64 copy of the chunk; the rest in place
+    n = len(values)
+    mean = values.mean(axis=0) if n else np.zeros(values.shape[1])
+    values -= mean
+    np.square(values, out=values)
+    return np.stack([np.full(values.shape[1], float(n)), mean, values.sum(axis=0)])[None]
+
+
+def _keep(block: np.ndarray, axis: Any = None, keepdims: bool = True) -> np.ndarray:
+    return block
+
+
+def _merge_moments(block: np.ndarray, axis: Any = None, keepdims: bool = True) -> np.ndarray:
+    """Merge (k, 3, features) moment triples into one (kept as (1, 3, features) if asked)."""
+    if block.ndim != 3 or not len(block):  # dask probing with an empty array for the dtype
+        return np.empty((1, 3, 0) if keepdims else (3, 0), dtype=np.float64)
+    count, mean, m2 = block[0]
+    for n, m, s in block[1:]:
+        total = count + n
+        weight = np.divide(n, total, out=np.zeros_like(n), where=total > 0)
+        delta = m - mean
+        mean = mean + delta * weight
+        m2 = m2 + s + delta**2 * count * weight
+        count = total
+    merged = np.stack([count, mean, m2])
+    return merged[None] if keepdims else merged
 
 
 def constant_features(mean: Any, std: Any, count: Any) -> Any:
