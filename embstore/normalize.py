@@ -247,7 +247,17 @@ def _scale(mean: Any, std: Any, count: Any, eps: float) -> Any:
 
 
 def _apply(x: Any, mean: Any, scale: Any) -> Any:
+    if isinstance(x, da.Array) and isinstance(mean, np.ndarray) and isinstance(scale, np.ndarray):
+        # concrete statistics: one float64 copy per chunk, scaled in place
+        return x.map_blocks(_scale_block, mean, scale, dtype=np.float32)
     return ((x - mean) / scale).astype(np.float32)
+
+
+def _scale_block(block: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    out = block.astype(np.float64)
+    out -= mean
+    out /= scale
+    return out.astype(np.float32)
 
 
 @dataclass
