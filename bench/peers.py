@@ -104,7 +104,7 @@ def moments(blocks: Iterator[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 class Embstore:
     def __init__(self, work: Path) -> None:
-        self.store = work / "embstore.zarr"
+        self.store = work / "embstore.store"
 
     def load(self, shards: list[Path]) -> None:
         import embstore
@@ -134,10 +134,10 @@ class Embstore:
     def neighbours(self, idx: np.ndarray) -> np.ndarray:
         import embstore
 
-        x = embstore.open(self.store).embedding
-        n = x.shape[0]
-        blocks = (x[a : a + BLOCK].values for a in range(0, n, BLOCK))
-        return top10(blocks, x[np.sort(idx)].values[np.argsort(np.argsort(idx))])
+        ds = embstore.open(self.store)
+        queries = ds.embedding[np.sort(idx)].values[np.argsort(np.argsort(idx))]
+        table = embstore.neighbors(ds, queries, k=10)  # exact, chunk by chunk
+        return ds.indexes["path"].get_indexer(table["path"]).reshape(len(idx), 10)
 
 
 class Lance:

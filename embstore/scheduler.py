@@ -34,8 +34,9 @@ def dask_scheduler(spec: str | None) -> Iterator[None]:
     assert spec is not None
     try:
         from distributed import Client, LocalCluster
-    except ImportError as exc:  # pragma: no cover - distributed is a dependency
-        raise EmbstoreError(f"scheduler {spec!r} needs dask.distributed installed") from exc
+    except ImportError as exc:  # an optional dependency: pip install 'embstore[cluster]'
+        msg = f"scheduler {spec!r} needs dask.distributed (pip install 'embstore[cluster]')"
+        raise EmbstoreError(msg) from exc
     with contextlib.ExitStack() as stack:
         if spec.startswith("local:"):
             try:
