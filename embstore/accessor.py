@@ -23,7 +23,7 @@ class EmbDatasetAccessor:
 
     Examples
     --------
-    >>> ds = embstore.open("bv.zarr")                                       # doctest: +SKIP
+    >>> ds = embstore.open("bv.store")                                       # doctest: +SKIP
     >>> ds.emb.rows(subject="00270001", age_mo=slice(12, 18))               # doctest: +SKIP
     >>> ds.emb.normalize(exclude_subjects=["00270001"]).normalized          # doctest: +SKIP
     >>> ds.emb.neighbors("ball/00270001_12_month_level_avg.npy", k=5)       # doctest: +SKIP

@@ -29,7 +29,7 @@ def info(store: str | os.PathLike[str], *, version: str | None = None) -> dict[s
 
     Examples
     --------
-    >>> embstore.info("bv.zarr")["rows"]  # doctest: +SKIP
+    >>> embstore.info("bv.store")["rows"]  # doctest: +SKIP
     34550
     """
     ds = open_store(store, version=version)

@@ -122,7 +122,7 @@ def ingest(
 
     Examples
     --------
-    >>> report = embstore.ingest(["emb/"], store="bv.zarr", layout="babyview")  # doctest: +SKIP
+    >>> report = embstore.ingest(["emb/"], store="bv.store", layout="babyview")  # doctest: +SKIP
     >>> report.summary()                                                        # doctest: +SKIP
     'added 34550 rows, store has 34550'
     """

@@ -76,7 +76,7 @@ def neighbors(
 
     Examples
     --------
-    >>> ds = embstore.open("bv.zarr")                                     # doctest: +SKIP
+    >>> ds = embstore.open("bv.store")                                     # doctest: +SKIP
     >>> embstore.neighbors(ds, "ball/00270001_12_month_level_avg.npy", k=5,
     ...                    exclude_same_subject=True)                     # doctest: +SKIP
     """

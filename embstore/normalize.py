@@ -99,7 +99,7 @@ def normalize(
 
     Examples
     --------
-    >>> ds = embstore.open("bv.zarr")                                        # doctest: +SKIP
+    >>> ds = embstore.open("bv.store")                                        # doctest: +SKIP
     >>> out = embstore.normalize(ds, exclude_subjects=["00270001"])          # doctest: +SKIP
     >>> out.normalized.isel(sample=(ds.category == "ball").values).values    # doctest: +SKIP
     """

@@ -97,7 +97,7 @@ def label(
 
     Examples
     --------
-    >>> embstore.label("bv.zarr", layout="babyview").summary()             # doctest: +SKIP
+    >>> embstore.label("bv.store", layout="babyview").summary()             # doctest: +SKIP
     'labelled 34550 rows: age_mo, category, subject (rows changed: ...)'
     """
     resolved = get_layout(layout, pattern=pattern)

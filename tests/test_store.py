@@ -131,6 +131,17 @@ def test_tokens_are_a_3d_variable_with_one_sample_per_chunk(tmp_path):
     assert np.isnan(ds.tokens.values[2]).all()
     with pytest.raises(embstore.BadInputError, match="tokens rows of shape"):
         writer.append(*_rows(1, start=3), extra={"tokens": np.zeros((1, 5, 4), "f2")})
+    # the verbs that take a (sample, feature) variable say so about a 3-D one, in one line
+    versions = len(embstore.log(tmp_path / "s"))
+    for call in (
+        lambda: embstore.normalize_store(tmp_path / "s", variable="tokens"),
+        lambda: embstore.export(tmp_path / "s", tmp_path / "out", format="pt", variable="tokens"),
+        lambda: embstore.inspect.inspect_store(tmp_path / "s", variable="tokens"),
+    ):
+        with pytest.raises(embstore.EmbstoreError, match="tokens") as caught:
+            call()
+        assert "\n" not in str(caught.value)
+    assert len(embstore.log(tmp_path / "s")) == versions and not (tmp_path / "out").exists()
 
 
 def test_a_label_cannot_take_the_name_of_a_variable(store):

@@ -54,7 +54,7 @@ def inspect_store(
 
     Examples
     --------
-    >>> result = embstore.inspect.inspect_store("bv.zarr", report="bv-report")  # doctest: +SKIP
+    >>> result = embstore.inspect.inspect_store("bv.store", report="bv-report")  # doctest: +SKIP
     >>> result.passed                                                           # doctest: +SKIP
     True
     """

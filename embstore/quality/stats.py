@@ -202,7 +202,7 @@ def health(
 
     Examples
     --------
-    >>> checks = embstore.inspect.health(embstore.open("bv.zarr"))  # doctest: +SKIP
+    >>> checks = embstore.inspect.health(embstore.open("bv.store"))  # doctest: +SKIP
     >>> checks[~checks.passed]                                       # doctest: +SKIP
     """
     if isinstance(ds, Scan):

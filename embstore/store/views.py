@@ -100,7 +100,7 @@ def provenance(obj: xr.Dataset | xr.DataArray | xr.Variable | Mapping[str, Any])
 
     Examples
     --------
-    >>> provenance(embstore.open("bv.zarr"))["rows"]                    # doctest: +SKIP
+    >>> provenance(embstore.open("bv.store"))["rows"]                    # doctest: +SKIP
     34550
     >>> provenance(ds.normalized)["exclude_subjects"]                   # doctest: +SKIP
     ['00270001']
