@@ -310,3 +310,13 @@ def test_a_store_made_before_the_rules_were_recorded_grows_only_with_the_earlier
         pipeline.describe_run(Fake(), ClipSpec(), "mean", tmp_path)
     monkeypatch.setattr(pipeline, "_existing_record", lambda store: None)
     assert pipeline.describe_run(Fake(), ClipSpec(), "mean", tmp_path)["sampling"] == "upstream"
+
+
+def test_a_file_name_that_breaks_the_key_policy_is_reported_and_skipped(echo_tree, tmp_path, tiny):
+    folder = echo_tree / "p10" / "p10000007" / "s90000007"
+    folder.mkdir(parents=True)
+    make_dicom(folder / "bad\x01name.dcm", frames=3, seed=7)
+    report = run(echo_tree, tmp_path / "s.zarr", tiny, limit=1)
+    assert any("control character" in str(b) and "bad" in str(b) for b in report.bad)
+    paths = embstore.open(tmp_path / "s.zarr").path.values.tolist()
+    assert not any("\x01" in p for p in paths)

@@ -95,3 +95,15 @@ def test_a_v1_store_is_named_as_such_and_upgrades_from_the_cli(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert embstore.open(tmp_path / "n").sizes["sample"] == ROWS
+
+
+def test_upgrade_refuses_rows_whose_keys_break_the_policy(tmp_path):
+    old = tmp_path / "old.zarr"
+    make_v1_store(old)
+    paths = zarr.open_array(str(old / "path"), mode="r+")
+    paths[3] = "../outside.npy"  # what a schema-1 store could hold
+    with pytest.raises(embstore.BadInputError, match=r"path.*'\.\./outside\.npy'"):
+        embstore.upgrade(old, tmp_path / "new")
+    assert not (tmp_path / "new").exists()  # refused before anything was made
+    paths[3] = "c/03_6_month_level_avg.npy"
+    assert embstore.upgrade(old, tmp_path / "new").rows == ROWS

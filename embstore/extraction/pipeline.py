@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import BadInputError, EmbstoreError, StoreError
 from ..formats.base import BadRow
+from ..keys import check_keys
 from ..labels import get_layout
 from ..store import StoreWriter
 from ..store.layout import row_chunk_for_commits
@@ -239,6 +240,9 @@ def extract(
     if family not in REGISTRY:
         raise EmbstoreError(f"unknown model family {family!r} (have: {', '.join(REGISTRY)})")
     paths = list_inputs(root)
+    # file names become row keys: ones that break the key policy are reported and skipped
+    refused = check_keys(paths, source=str(root), skip_bad=True)
+    paths = [p for i, p in enumerate(paths) if i not in {v.index for v in refused}]
     if shard is not None:
         paths = [p for p in paths if shard_of(p, shard[1]) == shard[0]]
     extractor = REGISTRY[family](
@@ -259,6 +263,7 @@ def extract(
     )
     writer.claim("extraction", description, defining=DEFINING)
     report = ExtractReport(store=str(store), inputs=len(paths), token_bytes=token_bytes)
+    report.bad += [BadRow(str(root), str(v)) for v in refused]
     todo = [p for p in paths if not writer.contains(p)]
     report.already_stored = len(paths) - len(todo)
     todo = todo[:limit] if limit is not None else todo

@@ -20,9 +20,10 @@ import zarr
 
 from .. import __version__
 from ..errors import StoreError
+from ..keys import check_keys
 from .layout import ROOT_ATTR, SAMPLE, dims_of, now
 from .location import StoreLike, parse_location
-from .repo import plain, read_state, repository_exists
+from .repo import is_store, plain, read_state, repository_exists
 from .schema import SCHEMA_VERSION
 from .transaction import Transaction, run_transaction
 
@@ -83,10 +84,16 @@ def upgrade(
     attrs, arrays = _read_v1(old)
     rows = int(attrs[ROOT_ATTR]["rows"])
     location = parse_location(new)
-    if repository_exists(location) or (
-        location.path is not None and location.path.exists() and any(location.path.iterdir())
+    if is_store(location) or (  # an empty repository is what an interrupted upgrade leaves
+        not repository_exists(location)
+        and location.path is not None
+        and location.path.exists()
+        and any(location.path.iterdir())
     ):
         raise StoreError(f"{location}: exists; upgrade writes a new store")
+    if "path" in arrays:  # rows come in here too: their keys follow the policy
+        stored = zarr.open_array(str(old / "path"), mode="r")[:rows]
+        check_keys(np.asarray(stored, dtype=object).tolist(), source=f"{old}/path")
 
     def work(tx: Transaction) -> UpgradeReport:
         if tx.state is not None or list(tx.group.keys()):
