@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-
 from ..labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR
 
 #: Root group attribute holding embstore's own metadata (schema version, rows, provenance...).
@@ -49,20 +47,6 @@ def now() -> str:
 def label_kind(name: str) -> str:
     """The kind of a label column by its name (``age_mo`` is an integer, others strings)."""
     return "int" if name in INTEGER_LABELS else "string"
-
-
-def missing_column(kind: str, n: int) -> np.ndarray:
-    """``n`` missing values of a label kind."""
-    dtype, fill = LABEL_KINDS[kind]
-    return np.full(n, fill, dtype=object if dtype is str else dtype)
-
-
-def kind_of_dtype(dtype: Any) -> str:
-    """The label kind of a stored zarr data type (``string``, ``bool`` or an integer)."""
-    text = str(dtype)
-    if text in ("string", "str") or text.startswith("<U") or text == "object":
-        return "string"
-    return "bool" if text == "bool" else "int"
 
 
 def choose_row_chunk(feature_size: int, *, itemsize: int = 4) -> int:

@@ -184,17 +184,16 @@ class StoreWriter:
         if feature_size is not None:
             create_store(self.location, feature_size=feature_size, model=model, row_chunk=row_chunk)
         self._known_rows = 0
-        self._known_version: str | None = None
         self._paths: set[str] = set()
         self._run: dict[str, Any] | None = None
-        _, session, group = readonly_group(self.location)
+        _, _, group = readonly_group(self.location)
         state = read_state(group, location=self.location)
-        self._sync(group, state, str(session.snapshot_id))
+        self._sync(group, state)
         self.feature_size = state.feature_size
 
     # -- state shared with other writers ---------------------------------------------------
 
-    def _sync(self, group: zarr.Group, state: StoreState, version: str) -> None:
+    def _sync(self, group: zarr.Group, state: StoreState) -> None:
         """Learn the paths committed since this writer last looked (all of them after a
         restore took the store back to fewer rows)."""
         if state.rows < self._known_rows:
@@ -204,11 +203,10 @@ class StoreWriter:
                 tail = group["path"][self._known_rows : state.rows]
             self._paths.update(np.asarray(tail, dtype=object).tolist())
             self._known_rows = state.rows
-        self._known_version = version
 
     def _begin(self, tx: Transaction) -> StoreState:
         state = tx.require_state()
-        self._sync(tx.group, state, tx.parent)
+        self._sync(tx.group, state)
         return state
 
     @property
@@ -411,7 +409,7 @@ class StoreWriter:
 
     def set_labels(
         self, columns: Mapping[str, np.ndarray], *, action: str = "label", **info: Any
-    ) -> str | None:
+    ) -> None:
         """Add or replace whole label columns (one value per stored row) in one version.
 
         ``columns`` must hold one value per row of the store as of this writer's last look;
@@ -419,7 +417,7 @@ class StoreWriter:
         """
         checked = {check_label_name(name): np.asarray(values) for name, values in columns.items()}
 
-        def work(tx: Transaction) -> str:
+        def work(tx: Transaction) -> None:
             state = self._begin(tx)
             for name, values in checked.items():
                 if len(values) != state.rows:
@@ -451,10 +449,8 @@ class StoreWriter:
             tx.set_meta(meta)
             tx.message = f"{action}: set {', '.join(sorted(checked))} for {state.rows} rows"
             tx.metadata.update(rows=state.rows, columns=sorted(checked))
-            return tx.parent
 
         run_transaction(self.location, work, action=action, message=action)
-        return self._known_version
 
 
 def _write_rows(
