@@ -1,13 +1,17 @@
-"""What opening a store costs now that labels load into memory, and the one-subject query.
+"""What opening a store costs, and the one-subject query against ``torch.load`` (issue 11).
 
 Builds (once) a 500K x 1024 store like ``bench/run.py`` item 4 (subject and study labels,
 rows grouped by subject) and the merged ``.pt`` of the same rows, then measures, best of
-``--repeat`` in this process (warm page cache):
+``--repeat`` in this process (warm page cache), each from a fresh ``embstore.open``:
 
-- ``xr.open_zarr`` alone (lazy labels: what ``embstore.open`` did before),
-- ``embstore.open`` (labels loaded, ``path`` indexed, provenance encoded),
-- open + ``ds.emb.rows(subject=...)`` + the rows' embeddings, against ``torch.load`` of the
-  merged ``.pt`` (loaded once; goal: ratio <= 0.005).
+- ``xr.open_zarr`` of the repository's session (plain xarray, dask labels),
+- ``embstore.open`` (labels read on first use, ``path`` index built on the first lookup),
+- open + ``ds.emb.rows(subject=...)`` + the rows' embeddings: the one-subject query, against
+  ``torch.load`` of the merged ``.pt`` (loaded once; goal: ratio <= 0.005),
+- open + ``ds.where(ds.subject == s, drop=True)`` + the rows' embeddings (xarray's ``where``
+  compares every coordinate while merging, so it reads every label),
+- open + ``ds.sel(path=p)`` (reads ``path`` and builds the index),
+- open + every label read (what ``embstore.open`` itself cost when it loaded them all).
 
 Usage: ``python bench/open_cost.py [--workdir /tmp/embstore-bench] [--scale 1.0]``
 """
@@ -25,22 +29,7 @@ import embstore
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import best_of, make_large_store  # noqa: E402 - the bench scripts share builders
-
-
-def make_merged_pt(store: Path, out: Path) -> None:
-    """The store's rows as one ``{path: tensor}`` dict (the merged file users load today)."""
-    import torch
-
-    if out.exists():
-        return
-    ds = embstore.open(store)
-    data = {}
-    for start in range(0, ds.sizes["sample"], 32768):
-        block = ds.isel(sample=slice(start, start + 32768))
-        x = torch.from_numpy(block.embedding.values)
-        data.update({p: x[i].clone() for i, p in enumerate(block.path.values)})
-    torch.save(data, out)
+from run import best_of, make_large_store, make_merged_pt  # noqa: E402 - shared builders
 
 
 def main() -> None:
@@ -52,22 +41,48 @@ def main() -> None:
     args = parser.parse_args()
     rows = int(500_000 * args.scale)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    big = args.workdir / "big.zarr"
+    big = args.workdir / "big.store"
     start = time.perf_counter()
     make_large_store(big, rows, 1024)
     print(f"store ready ({time.perf_counter() - start:.1f} s)", flush=True)
-    lazy = best_of(args.repeat, lambda: xr.open_zarr(big, consolidated=True, chunks={}))
-    full = best_of(args.repeat, lambda: embstore.open(big))
-    subject = embstore.open(big).subject.values[rows // 2]
+    first = embstore.open(big)
+    subject, path = first.subject.values[rows // 2], first.path.values[rows // 2]
 
-    def one_subject() -> None:
+    def plain() -> None:
+        from embstore.store.repo import readonly_group
+
+        _, session, _ = readonly_group(big, None)
+        xr.open_zarr(session.store, consolidated=False, chunks={})
+
+    def rows_query() -> None:
         picked = embstore.open(big).emb.rows(subject=subject)
         assert picked.embedding.values.shape[0] > 0
 
-    query = best_of(args.repeat, one_subject)
-    print(f"xr.open_zarr (lazy labels): {lazy:.3f} s")
-    print(f"embstore.open (labels in memory, path indexed): {full:.3f} s")
-    print(f"open + one subject's rows: {query:.3f} s")
+    def where_query() -> None:
+        ds = embstore.open(big)
+        assert ds.where(ds.subject == subject, drop=True).embedding.values.shape[0] > 0
+
+    def sel_path() -> None:
+        assert embstore.open(big).sel(path=path).embedding.values.shape == (1024,)
+
+    def every_label() -> None:
+        ds = embstore.open(big)
+        for coord in ds.coords.values():
+            if coord.dims == ("sample",):
+                assert len(coord.values) == rows
+
+    timings = {
+        "xr.open_zarr (plain xarray, dask labels)": best_of(args.repeat, plain),
+        "embstore.open (nothing read)": best_of(args.repeat, lambda: embstore.open(big)),
+        "open + ds.emb.rows(subject=...) + embeddings": best_of(args.repeat, rows_query),
+        "open + ds.where(subject == ..., drop=True) + embeddings": best_of(
+            args.repeat, where_query
+        ),
+        "open + ds.sel(path=...) (index built)": best_of(args.repeat, sel_path),
+        "open + every label read": best_of(args.repeat, every_label),
+    }
+    for what, seconds in timings.items():
+        print(f"{what}: {seconds:.3f} s", flush=True)
     if args.skip_torch:
         return
     import torch
@@ -75,7 +90,11 @@ def main() -> None:
     merged = args.workdir / "vitl_embeddings_all.pt"
     make_merged_pt(big, merged)
     load = best_of(1, lambda: torch.load(merged, weights_only=True))
-    print(f"torch.load merged .pt: {load:.3f} s; ratio {query / load:.4f} (goal <= 0.005)")
+    query = timings["open + ds.emb.rows(subject=...) + embeddings"]
+    where = timings["open + ds.where(subject == ..., drop=True) + embeddings"]
+    print(f"torch.load merged .pt: {load:.3f} s")
+    print(f"one-subject query (rows) / torch.load: {query / load:.4f} (goal <= 0.005)")
+    print(f"one-subject query (where) / torch.load: {where / load:.4f}")
 
 
 if __name__ == "__main__":

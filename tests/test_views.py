@@ -34,10 +34,11 @@ def dataset(request, normalized_store, tmp_path) -> xr.Dataset:
     return ds if request.param == "open" else _round_trip(ds, tmp_path)
 
 
-def test_labels_are_in_memory_numpy_and_embeddings_stay_lazy(normalized_store):
+def test_labels_are_numpy_and_embeddings_stay_lazy(normalized_store):
     ds = embstore.open(normalized_store)
     for name in ("path", "subject", "age_mo", "category", "nonfinite"):
-        assert ds[name].chunks is None, name  # not dask: held in memory
+        assert ds[name].chunks is None, name  # not dask: numpy, read on first use
+        assert type(ds[name].data) is np.ndarray, name
     for name in ("path", "subject", "category"):
         values = ds[name].values
         assert values.dtype == object and all(type(v) is str for v in values), name

@@ -8,6 +8,9 @@ A reader outside embstore needs only xarray and icechunk::
 
 from __future__ import annotations
 
+import functools
+from contextlib import AbstractContextManager
+
 import xarray as xr
 
 from .location import StoreLike
@@ -26,11 +29,14 @@ def open_store(store: StoreLike, *, version: str | None = None) -> xr.Dataset:
         A tag, a version id (or an unambiguous prefix of one, as ``embstore log`` prints) or
         None for the newest version.
 
-    Labels (``path``, ``subject``, ``age_mo``, ``category``...) are loaded into memory (strings
-    as ``object`` arrays of Python ``str``), ``path`` is an index (``ds.sel(path=...)``), and
-    provenance attributes are JSON text (:func:`~embstore.store.views.provenance` decodes
-    them), so ordinary xarray works and a subset saves with ``to_netcdf`` / ``to_zarr``; see
-    :func:`~embstore.store.views.prepare_dataset`. Embeddings stay lazy (dask).
+    Labels (``path``, ``subject``, ``age_mo``, ``category``...) are numpy, not dask: each is
+    read whole into memory on its first use (strings as ``object`` arrays of Python ``str``)
+    and kept; ``path`` is an index (``ds.sel(path=...)``) built on the first lookup; provenance
+    attributes are JSON text (:func:`~embstore.store.views.provenance` decodes them). So
+    ordinary xarray works, a subset saves with ``to_netcdf`` / ``to_zarr``, and opening reads
+    no rows; see :func:`~embstore.store.views.prepare_dataset`. Embeddings stay lazy (dask).
+    A damaged store shows as a one-line :class:`~embstore.errors.StoreError` when the damaged
+    part is read.
 
     Examples
     --------
@@ -39,10 +45,14 @@ def open_store(store: StoreLike, *, version: str | None = None) -> xr.Dataset:
     >>> old = embstore.open("bv.store", version="before-relabel")        # doctest: +SKIP
     """
     ds = open_lazily(store, version=version)
-    with unreadable_as_store_error(str(store)):
-        prepared = prepare_dataset(ds)  # reads the labels: damage shows here, as one line
+    guard = functools.partial(_label_read, str(store))
+    prepared = prepare_dataset(ds, guard=guard)  # damage to a label shows on its first read
     prepared.encoding.update(ds.encoding)
     return prepared
+
+
+def _label_read(location: str, name: str) -> AbstractContextManager[None]:
+    return unreadable_as_store_error(location, f"cannot read label {name!r} from")
 
 
 def open_lazily(store: StoreLike, *, version: str | None = None) -> xr.Dataset:
@@ -51,7 +61,7 @@ def open_lazily(store: StoreLike, *, version: str | None = None) -> xr.Dataset:
 
     For verbs that read a few labels of a large store (``normalize_store`` reads ``subject``
     and ``nonfinite``): memory then grows with those labels only, not with every label and
-    the ``path`` index that :func:`open_store` builds.
+    the ``path`` index that :func:`open_store` may build.
     """
     location, session, group = readonly_group(store, version)
     read_state(group, location=location)  # a clear StoreError for a foreign repository

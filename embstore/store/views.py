@@ -4,16 +4,18 @@
 with a ``sample`` dimension, e.g. a subset read back with ``xarray.open_dataset``):
 
 - Every 1-D ``sample`` variable (``path``, ``subject``, ``age_mo``, ``category``,
-  ``nonfinite``, ...) is a coordinate held in memory as a numpy array; strings are ``object``
-  arrays of Python ``str`` (zarr hands back numpy ``StringDType``, on which ``.astype(str)``
-  fails). Labels are small (500K paths are tens of MB); so boolean masks built from them are
-  numpy, and ``where(..., drop=True)``, boolean ``isel``, ``query`` and ``groupby`` just work.
+  ``nonfinite``, ...) is a coordinate backed by numpy, never dask: read whole into memory on
+  its first use and kept (:class:`~embstore.store.lazy.LabelArray`, xarray's own lazy
+  loading), shared by every copy and subset; strings are ``object`` arrays of Python ``str``.
+  Boolean masks built from labels are numpy, so ``where(..., drop=True)``, boolean ``isel``,
+  ``query`` and ``groupby`` just work, and opening costs nothing per row.
 - ``(sample, feature...)`` variables (``embedding``, ``normalized``) stay lazy dask arrays.
-- ``path`` carries a pandas index while ``sample`` stays the dimension name (no dimension
-  coordinate is added): ``ds.sel(path="a/b.npy")`` and ``ds.sel(path=[...])`` work, and
-  every other idiom still indexes rows by ``sample``. Indexes are not written to files, so a
-  subset written with ``to_netcdf`` keeps ``path`` as a plain coordinate; run it through
-  :func:`prepare_dataset` again to restore the index.
+- ``path`` carries an index (:class:`~embstore.store.lazy.PathIndex`, a pandas index built on
+  the first lookup) while ``sample`` stays the dimension name (no dimension coordinate is
+  added): ``ds.sel(path="a/b.npy")`` and ``ds.sel(path=[...])`` work, and every other idiom
+  still indexes rows by ``sample``. Indexes are not written to files, so a subset written with
+  ``to_netcdf`` keeps ``path`` as a plain coordinate; run it through :func:`prepare_dataset`
+  again to restore the index.
 - Nested provenance (the root attribute ``embstore`` and the ``embstore`` attribute of derived
   variables) becomes a JSON-encoded string, so ``to_netcdf`` / ``to_zarr`` of any subset keep
   it; :func:`provenance` (or ``ds.emb.provenance``) decodes it.
@@ -25,22 +27,24 @@ import json
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-import dask
-import dask.array as da
 import numpy as np
 import xarray as xr
 
 from ..errors import EmbstoreError
 from .layout import ROOT_ATTR, SAMPLE
+from .lazy import Guard, PathIndex, lazy_label
 
 #: The label coordinate that carries the row index.
 INDEX_LABEL = "path"
 
 
-def prepare_dataset(ds: xr.Dataset) -> xr.Dataset:
-    """Labels in memory, ``path`` indexed, provenance JSON-encoded (see the module docstring).
+def prepare_dataset(ds: xr.Dataset, *, guard: Guard | None = None) -> xr.Dataset:
+    """Labels numpy-backed and read on first use, ``path`` indexed, provenance JSON-encoded
+    (see the module docstring).
 
-    Idempotent: a prepared dataset comes back unchanged (but for a fresh copy).
+    ``guard(name)`` gives the context manager a label's read runs inside (``embstore.open``
+    turns the engine's errors into one-line :class:`~embstore.errors.StoreError`). Idempotent:
+    a prepared dataset comes back unchanged (but for a fresh copy).
 
     Examples
     --------
@@ -48,36 +52,16 @@ def prepare_dataset(ds: xr.Dataset) -> xr.Dataset:
     >>> ds.sel(path="ball/0027_12_month_level_avg.npy")                  # doctest: +SKIP
     """
     names = [n for n, v in ds.variables.items() if v.dims == (SAMPLE,) and n != SAMPLE]
-    data = {n: ds[n].data for n in names}
-    lazy = [n for n, d in data.items() if isinstance(d, da.Array)]
-    # one compute for all labels, in this thread: decoding strings holds the GIL, and threads
-    # measured slower (0.36 s against 0.26 s for 500K-row labels on 2 cores)
-    values = dict(zip(lazy, dask.compute(*(data[n] for n in lazy), scheduler="sync"), strict=True))
-    values |= {n: np.asarray(d) for n, d in data.items() if n not in values}
-    labels = {
-        # fastpath: xarray would otherwise round-trip object arrays through pandas (0.1 s/label)
-        n: xr.Variable((SAMPLE,), _plain_strings(values[n]), ds[n].attrs, ds[n].encoding, True)
-        for n in names
-    }
+    labels = {n: lazy_label(ds.variables[n], str(n), guard) for n in names}
     ds = ds.drop_indexes([n for n in names if n in ds.xindexes], errors="ignore")
     ds = ds.drop_vars(names).assign_coords(labels)
     if INDEX_LABEL in ds.coords and ds[INDEX_LABEL].dims == (SAMPLE,):
-        ds = ds.set_xindex(INDEX_LABEL)
+        ds = ds.set_xindex(INDEX_LABEL, PathIndex)
     ds = ds.copy()  # new variable objects: the caller's dataset keeps its attributes
     ds.attrs = _encoded(ds.attrs)
     for var in ds.variables.values():
         var.attrs = _encoded(var.attrs)
     return ds
-
-
-def _plain_strings(values: np.ndarray) -> np.ndarray:
-    """Strings as an ``object`` array of Python ``str``; other dtypes unchanged."""
-    if values.dtype.kind in "TUS" or values.dtype.kind == "O":
-        out = values.astype(object)
-        if values.dtype.kind == "S":
-            out = np.array([v.decode() for v in out], dtype=object)
-        return out
-    return values
 
 
 def _encoded(attrs: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
