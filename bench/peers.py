@@ -6,13 +6,15 @@ Run on demand (not in CI); needs the ``bench`` extra (``pip install -e '.[bench]
     python bench/peers.py --rows 300000 --shards 6
 
 Every (system, workload) runs in a fresh subprocess, so each reports its own peak RSS (VmHWM)
-and time (the workload only, not the imports); systems alternate within each repeat and the
+and time (the workload, including the first import of the system's library, as a script that
+answers one question pays it); systems alternate within each repeat and the
 best of ``--repeat`` is kept, because the machines are shared and noisy. The workloads: load the
 ``.pt`` shards (every peer with ``torch.load(weights_only=True)``); fetch one subject from a
 freshly opened store; feature-wise mean/std (ddof 0, float64) without three subjects; write a
-normalized copy (statistics + write); exact top-10 cosine neighbours of 100 stored rows.
-embstore has no neighbours function yet, so it (like ``datasets`` and xarray+zarr) runs the
-same numpy brute force over its blocks; Lance runs its own flat (exact) ``nearest`` search.
+normalized copy (statistics + write); exact top-10 cosine neighbours of 100 stored rows
+(embstore with ``embstore.neighbors``, Lance with its own flat (exact) ``nearest`` search,
+``datasets`` and xarray+zarr with the same numpy brute force over their blocks).
+``--only 2`` runs the second workload alone (numbers as listed, comma-separated).
 """
 
 from __future__ import annotations
@@ -372,6 +374,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/embstore-peers"))
     parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--only", help="Workloads to run, by number (1-5), comma-separated.")
     parser.add_argument("--child", nargs=2, metavar=("SYSTEM", "WORKLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -379,9 +382,11 @@ def main() -> None:
     if args.child:
         return child(*args.child, args.workdir, shards, args.rows)
     systems = args.systems.split(",")
+    picked = [int(n) for n in args.only.split(",")] if args.only else range(1, len(WORKLOADS) + 1)
+    workloads = [WORKLOADS[n - 1] for n in picked]
     best: dict[tuple[str, str], dict] = {}
     for rep in range(args.repeat):
-        for workload in WORKLOADS:
+        for workload in workloads:
             for system in systems if rep % 2 == 0 else systems[::-1]:
                 cmd = [sys.executable, __file__, "--child", system, workload, "--rows",
                        str(args.rows), "--shards", str(args.shards), "--dim", str(args.dim),

@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import dask.array as da
+import dask.local
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -68,7 +69,9 @@ class LabelArray(BackendArray):
                 with self._guard(self.name) if self._guard is not None else nullcontext():
                     data = self.source.data  # a backend array is read here; dask stays lazy
                     if isinstance(data, da.Array):
-                        data = data.compute(scheduler="sync")  # decoding strings holds the GIL
+                        # in this thread (decoding strings holds the GIL); a callable, because
+                        # a scheduler named by a string makes dask import distributed (0.15 s)
+                        data = data.compute(scheduler=dask.local.get_sync)
                 values = plain_strings(np.asarray(data))
                 if np.may_share_memory(values, data):
                     values = values.copy()  # never make the caller's array read-only
