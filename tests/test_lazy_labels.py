@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import given
+from hypothesis import strategies as st
 
 import embstore
 from embstore.errors import StoreError
@@ -127,3 +129,44 @@ def test_a_lost_label_chunk_is_one_line_on_its_first_read_only(tmp_path: Path):
         ds.site.values.tolist()
     message = str(err.value)
     assert "\n" not in message and str(path) in message and "'site'" in message
+
+
+# one row selection: a slice, positions (any order, repeats allowed) or a boolean mask
+_SELECTIONS = st.one_of(
+    st.tuples(st.just("slice"), st.integers(0, 20), st.integers(0, 48), st.integers(1, 3)),
+    st.tuples(st.just("take"), st.lists(st.integers(0, 47), min_size=1, max_size=12)),
+    st.tuples(st.just("mask"), st.integers(0, 2**48 - 1)),
+)
+
+
+def _apply(ds: xr.Dataset, rows: np.ndarray, how: tuple) -> tuple[xr.Dataset, np.ndarray]:
+    n = len(rows)
+    if how[0] == "slice":
+        picked = slice(how[1] % max(n, 1), how[2], how[3])
+    elif how[0] == "take":
+        picked = np.array([i % n for i in how[1]]) if n else np.array([], dtype=int)
+    else:
+        picked = np.array([(how[1] >> i) & 1 == 1 for i in range(n)], dtype=bool)
+    return ds.isel(sample=picked), rows[picked]
+
+
+@given(steps=st.lists(_SELECTIONS, min_size=1, max_size=3), data=st.data())
+def test_sel_by_path_after_any_row_selection_matches_numpy(store, steps, data):
+    ds = embstore.open(store)
+    paths, x = ds.path.values, ds.embedding.values
+    view, rows = ds, np.arange(len(paths))
+    for how in steps:
+        view, rows = _apply(view, rows, how)
+    assert view.path.values.tolist() == paths[rows].tolist()
+    np.testing.assert_array_equal(view.embedding.values, x[rows])
+    unique = sorted(set(rows.tolist()))
+    if len(unique) != len(rows) or not unique:
+        return  # a repeated row makes its path ambiguous, as in pandas; nothing left to look up
+    wanted = data.draw(st.lists(st.sampled_from(unique), min_size=1, max_size=5, unique=True))
+    got = view.sel(path=paths[wanted].tolist())
+    assert got.path.values.tolist() == paths[wanted].tolist()
+    np.testing.assert_array_equal(got.embedding.values, x[wanted])
+    absent = sorted(set(range(len(paths))) - set(unique))
+    if absent:
+        with pytest.raises(KeyError):
+            view.sel(path=paths[absent[0]])
