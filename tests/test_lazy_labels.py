@@ -96,6 +96,16 @@ def test_alignment_and_concat_use_the_path_index(store):
     a, b = ds.isel(sample=slice(0, 6)), ds.isel(sample=slice(4, 10))
     left, right = xr.align(a, b, join="inner")
     assert left.path.values.tolist() == right.path.values.tolist() == ds.path.values[4:6].tolist()
+    # three or more: xarray joins pairwise, so a joined index must join again
+    c = ds.isel(sample=slice(5, 12))
+    for how, rows in (("inner", [5]), ("outer", list(range(12)))):
+        aligned = xr.align(a, b, c, join=how)
+        assert isinstance(aligned[0].xindexes["path"], PathIndex), how
+        assert sorted(aligned[2].path.values.tolist()) == ds.path.values[rows].tolist(), how
+        assert aligned[0].sel(path=ds.path.values[5]).age_mo.item() == ds.age_mo.values[5], how
+    rolled = a.roll(sample=2, roll_coords=True)
+    assert rolled.sel(path=ds.path.values[0]).age_mo.item() == ds.age_mo.values[0]
+    assert rolled.path.values.tolist() == np.roll(ds.path.values[:6], 2).tolist()
     both = xr.concat([a, ds.isel(sample=slice(6, 10))], dim="sample")
     assert both.path.values.tolist() == ds.path.values[:10].tolist()
     assert both.sel(path=ds.path.values[8]).age_mo.item() == ds.age_mo.values[8]

@@ -203,14 +203,23 @@ class PathIndex(Index):
             other = other.pandas()
         return self.pandas().equals(other, **kwargs)
 
-    def join(self, other: Index, how: Any = "inner") -> PandasIndex:
-        return self.pandas().join(_built(other), how=how)
+    # What xarray builds from indexes (alignment, concat, roll) is a PathIndex again, built:
+    # the aligner groups indexes by type, so every result must keep the type of its inputs.
 
-    def reindex_like(self, other: Index, **kwargs: Any) -> dict[Hashable, Any]:
-        return self.pandas().reindex_like(_built(other), **kwargs)
+    @classmethod
+    def _of(cls, built: PandasIndex, name: Hashable) -> PathIndex:
+        """A PathIndex over an already built index (its labels become the coordinate)."""
+        values = np.asarray(built.index, dtype=object)
+        return cls(xr.Variable((built.dim,), values), name, [built])
 
-    def roll(self, shifts: Mapping[Any, int]) -> PandasIndex:
-        return self.pandas().roll(shifts)
+    def join(self, other: PathIndex, how: Any = "inner") -> PathIndex:
+        return self._of(self.pandas().join(other.pandas(), how=how), self._name)
+
+    def reindex_like(self, other: PathIndex, **kwargs: Any) -> dict[Hashable, Any]:
+        return self.pandas().reindex_like(other.pandas(), **kwargs)
+
+    def roll(self, shifts: Mapping[Any, int]) -> PathIndex:
+        return self._of(self.pandas().roll(shifts), self._name)
 
     @classmethod
     def concat(
@@ -218,10 +227,13 @@ class PathIndex(Index):
         indexes: Sequence[PathIndex],
         dim: Hashable,
         positions: Iterable[Iterable[int]] | None = None,
-    ) -> PandasIndex:  # type: ignore[override]
-        return PandasIndex.concat([_built(i) for i in indexes], dim, positions)
+    ) -> PathIndex:
+        built = PandasIndex.concat([i.pandas() for i in indexes], dim, positions)
+        return cls._of(built, indexes[0]._name)
 
-    def rename(self, name_dict: Mapping[Any, Hashable], dims_dict: Mapping[Any, Hashable]) -> Index:
+    def rename(
+        self, name_dict: Mapping[Any, Hashable], dims_dict: Mapping[Any, Hashable]
+    ) -> PathIndex:
         name, dim = name_dict.get(self._name, self._name), dims_dict.get(self._dim, self._dim)
         if (name, dim) == (self._name, self._dim):
             return self
@@ -232,8 +244,8 @@ class PathIndex(Index):
     def _copy(self, deep: bool = True, memo: dict[int, Any] | None = None) -> PathIndex:
         return type(self)(self._variable, self._name, self._built)
 
-    def __getitem__(self, indexer: Any) -> PathIndex | None:
-        return self.isel({self._dim: indexer})
+    def __getitem__(self, indexer: Any) -> PathIndex:
+        return type(self)(self._variable[indexer], self._name)
 
     def _repr_inline_(self, max_width: int) -> str:
         return "PathIndex (built on first lookup)"
@@ -241,7 +253,3 @@ class PathIndex(Index):
     def __repr__(self) -> str:
         state = "built" if self.built else "not built yet"
         return f"PathIndex({self._name!r} along {self._dim!r}, {state})"
-
-
-def _built(index: Index) -> Index:
-    return index.pandas() if isinstance(index, PathIndex) else index
