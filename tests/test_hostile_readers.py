@@ -45,6 +45,14 @@ def fails_in_one_line(path: Path, *, match: str = "") -> str:
     return text
 
 
+def _flip_bytes(file: Path, flips: list[tuple[int, int]]) -> None:
+    """Overwrite the byte at each offset (modulo the size) with the given value."""
+    data = bytearray(file.read_bytes())
+    for at, value in flips:
+        data[at % len(data)] = value
+    file.write_bytes(bytes(data))
+
+
 def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=True)
@@ -259,10 +267,7 @@ def test_any_mangled_pt_loads_correctly_or_fails_in_one_line(tmp_path_factory, f
     folder = tmp_path_factory.mktemp("pt")
     file = folder / "in.pt"
     torch.save({"a.npy": torch.arange(1.0, 9.0)}, file)
-    data = bytearray(file.read_bytes())
-    for at, value in flips:
-        data[at % len(data)] = value
-    file.write_bytes(bytes(data))
+    _flip_bytes(file, flips)
     try:
         rows = read_all(file)
     except EmbstoreError as exc:
@@ -364,10 +369,7 @@ def test_truncated_or_garbage_hdf5_fails_in_one_line(tmp_path, cut):
 def test_any_mangled_hdf5_loads_correctly_or_fails_in_one_line(tmp_path_factory, flips):
     folder = tmp_path_factory.mktemp("h5")
     file = _netcdf(folder, embedding=EMB, path=PATHS)
-    data = bytearray(file.read_bytes())
-    for at, value in flips:
-        data[at % len(data)] = value
-    file.write_bytes(bytes(data))
+    _flip_bytes(file, flips)
     try:
         rows = read_all(file)
     except EmbstoreError as exc:
@@ -447,10 +449,7 @@ def test_any_mangled_zarr_loads_correctly_or_fails_in_one_line(tmp_path_factory,
     file = folder / target
     if file.is_dir():  # the chunk file of a 2-D array sits one level down
         file = next(p for p in file.rglob("*") if p.is_file())
-    data = bytearray(file.read_bytes())
-    for at, value in flips:
-        data[at % len(data)] = value
-    file.write_bytes(bytes(data))
+    _flip_bytes(file, flips)
     try:
         rows = read_all(folder)
     except EmbstoreError as exc:
