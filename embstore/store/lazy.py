@@ -40,7 +40,7 @@ class LabelArray(BackendArray):
     """One 1-D label, read whole from ``source`` on first use and kept (see the module doc)."""
 
     def __init__(self, source: xr.Variable, name: str, guard: Guard | None = None) -> None:
-        self.source = source
+        self.source: xr.Variable | None = source
         self.name = name
         self.shape = source.shape
         self.dtype = np.dtype(object) if _is_string(source.dtype) else source.dtype
@@ -66,6 +66,7 @@ class LabelArray(BackendArray):
         copy, so change labels with ``assign_coords`` (or ``embstore label``), not in place."""
         with self._lock:
             if self._values is None:
+                assert self.source is not None  # released only once read
                 with self._guard(self.name) if self._guard is not None else nullcontext():
                     data = self.source.data  # a backend array is read here; dask stays lazy
                     if isinstance(data, da.Array):
@@ -77,6 +78,7 @@ class LabelArray(BackendArray):
                     values = values.copy()  # never make the caller's array read-only
                 values.flags.writeable = False
                 self._values = values
+                self.source = None  # let the source (and any copy it cached) go
             return self._values
 
     def __deepcopy__(self, memo: dict[int, Any]) -> LabelArray:
