@@ -36,7 +36,6 @@ from rich.table import Table
 from rich.text import Text
 
 import embstore
-from embstore.constants import DEFAULT_BATCH_ROWS
 from embstore.errors import EmbstoreError
 from embstore.formats import NAMES as FORMAT_NAMES
 from embstore.labels import LAYOUTS
@@ -230,7 +229,9 @@ def ingest_cmd(
     model: Annotated[
         str | None, typer.Option(help="Embedding model name, recorded when creating.")
     ] = None,
-    batch_rows: Annotated[int, typer.Option(min=1, help="Rows per commit.")] = DEFAULT_BATCH_ROWS,
+    batch_rows: Annotated[
+        int | None, typer.Option(min=1, help="Rows per commit [default: 8 chunks].")
+    ] = None,
     jobs: Annotated[
         int,
         typer.Option(min=1, help="Processes loading .pt files at once (many files, many cores)."),

@@ -1,24 +1,21 @@
 """embstore: embeddings in chunked, labelled Zarr stores that plain xarray can read.
 
-The public names below are imported on first use (PEP 562), so ``import embstore`` (and the
-CLI's ``--help``) does not pay for xarray, dask, zarr or torch.
+The public API is the table ``_API`` below, written once: ``__all__`` is its keys, and each name
+is imported from its module on first use (PEP 562), so ``import embstore`` (and the CLI's
+``--help``) does not pay for xarray, dask, zarr or torch. The verbs live in private modules whose
+names differ from the functions (``embstore._ingest.ingest``), so no function hides a module.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-import types
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("embstore")
-except PackageNotFoundError:  # running from a checkout that is not installed
-    __version__ = "0+unknown"
+from ._version import __version__
 
 #: public name -> (module, attribute); attribute ``None`` means the module itself.
-_LAZY: dict[str, tuple[str, str | None]] = {
+_API: dict[str, tuple[str, str | None]] = {
     "inspect": (".inspect", None),  # the module: embstore.inspect.health(ds)
     "run_demo": (".demo", "run_demo"),
     "BadInputError": (".errors", "BadInputError"),
@@ -26,42 +23,41 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "EmbstoreError": (".errors", "EmbstoreError"),
     "SchemaError": (".errors", "SchemaError"),
     "StoreError": (".errors", "StoreError"),
-    "ExportReport": (".export", "ExportReport"),
-    "export": (".export", "export"),
-    "ValidationReport": (".info", "ValidationReport"),
-    "info": (".info", "info"),
-    "validate": (".info", "validate"),
-    "IngestReport": (".ingest", "IngestReport"),
-    "ingest": (".ingest", "ingest"),
-    "NormalizeReport": (".normalize", "NormalizeReport"),
-    "normalize": (".normalize", "normalize"),
-    "normalize_store": (".normalize", "normalize_store"),
-    "create_store": (".store", "create_store"),
-    "open_store": (".store", "open_store"),
-    "open": (".store", "open_store"),  # ``embstore.open(path)`` is the documented entry point
-    "StoreWriter": (".store", "StoreWriter"),
-    "VersionInfo": (".store", "VersionInfo"),
-    "RestoreReport": (".store", "RestoreReport"),
-    "GcReport": (".store", "GcReport"),
-    "UpgradeReport": (".store", "UpgradeReport"),
-    "log": (".store", "log"),
-    "tag": (".store", "tag"),
-    "restore": (".store", "restore"),
-    "gc": (".store", "gc"),
-    "upgrade": (".store", "upgrade"),
-    "neighbors": (".neighbors", "neighbors"),
-    "LabelReport": (".relabel", "LabelReport"),
-    "label": (".relabel", "label"),
+    "ExportReport": ("._export", "ExportReport"),
+    "export": ("._export", "export"),
+    "ValidationReport": ("._info", "ValidationReport"),
+    "info": ("._info", "info"),
+    "validate": ("._info", "validate"),
+    "IngestReport": ("._ingest", "IngestReport"),
+    "ingest": ("._ingest", "ingest"),
+    "NormalizeReport": ("._normalize", "NormalizeReport"),
+    "normalize": ("._normalize", "normalize"),
+    "normalize_store": ("._normalize", "normalize_store"),
+    "LabelReport": ("._label", "LabelReport"),
+    "label": ("._label", "label"),
+    "neighbors": ("._neighbors", "neighbors"),
+    "create_store": (".store.writer", "create_store"),
+    "open": (".store.read", "open_store"),  # ``embstore.open(path)``: the one public spelling
+    "StoreWriter": (".store.writer", "StoreWriter"),
+    "VersionInfo": (".store.history", "VersionInfo"),
+    "RestoreReport": (".store.history", "RestoreReport"),
+    "GcReport": (".store.history", "GcReport"),
+    "log": (".store.history", "log"),
+    "tag": (".store.history", "tag"),
+    "restore": (".store.history", "restore"),
+    "gc": (".store.history", "gc"),
+    "UpgradeReport": (".store.migrate", "UpgradeReport"),
+    "upgrade": (".store.migrate", "upgrade"),
     "prepare_dataset": (".store.views", "prepare_dataset"),
     "provenance": (".store.views", "provenance"),
 }
 
-__all__ = ["__version__", *sorted(_LAZY)]
+__all__ = ["__version__", *sorted(_API)]
 
 
 def __getattr__(name: str) -> Any:
     try:
-        module, attribute = _LAZY[name]
+        module, attribute = _API[name]
     except KeyError:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
     found = importlib.import_module(module, __name__)
@@ -73,45 +69,21 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_API))
 
 
-class _Package(types.ModuleType):
-    """``embstore.ingest`` stays the function once the module ``embstore.ingest`` is imported
-    (the import system sets the submodule as an attribute of its package)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _LAZY.get(name, ("", None))[1] == name:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
-if TYPE_CHECKING:  # what type checkers and IDEs see
-    from . import inspect  # noqa: F401
-    from .demo import run_demo  # noqa: F401
-    from .errors import BadInputError, DuplicatePathError, EmbstoreError, SchemaError, StoreError  # noqa: F401
-    from .export import ExportReport, export  # noqa: F401
-    from .info import ValidationReport, info, validate  # noqa: F401
-    from .ingest import IngestReport, ingest  # noqa: F401
-    from .neighbors import neighbors  # noqa: F401
-    from .normalize import NormalizeReport, normalize, normalize_store  # noqa: F401
-    from .relabel import LabelReport, label  # noqa: F401
-    from .store import (  # noqa: F401
-        GcReport,
-        RestoreReport,
-        StoreWriter,
-        UpgradeReport,
-        VersionInfo,
-        create_store,
-        gc,
-        log,
-        open_store,
-        restore,
-        tag,
-        upgrade,
-    )
-    from .store import open_store as open  # noqa: A004, F401
-    from .store.views import prepare_dataset, provenance  # noqa: F401
+if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks it equals _API
+    from . import inspect
+    from ._export import ExportReport, export
+    from ._info import ValidationReport, info, validate
+    from ._ingest import IngestReport, ingest
+    from ._label import LabelReport, label
+    from ._neighbors import neighbors
+    from ._normalize import NormalizeReport, normalize, normalize_store
+    from .demo import run_demo
+    from .errors import BadInputError, DuplicatePathError, EmbstoreError, SchemaError, StoreError
+    from .store.history import GcReport, RestoreReport, VersionInfo, gc, log, restore, tag
+    from .store.migrate import UpgradeReport, upgrade
+    from .store.read import open_store as open  # noqa: A004
+    from .store.views import prepare_dataset, provenance
+    from .store.writer import StoreWriter, create_store

@@ -40,13 +40,13 @@ class EmbDatasetAccessor:
 
     def normalize(self, **kwargs: Any) -> xr.Dataset:
         """Lazy :func:`embstore.normalize` of this dataset (same keyword arguments)."""
-        from .normalize import normalize  # the verbs sit above the views this module uses
+        from ._normalize import normalize  # the verbs sit above the views this module uses
 
         return normalize(self._obj, **kwargs)
 
     def neighbors(self, query: Any, **kwargs: Any) -> pd.DataFrame:
         """:func:`embstore.neighbors` over this dataset (same arguments)."""
-        from .neighbors import neighbors
+        from ._neighbors import neighbors
 
         return neighbors(self._obj, query, **kwargs)
 

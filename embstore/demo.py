@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .export import ExportReport, export
-from .ingest import IngestReport, ingest
-from .normalize import NormalizeReport, normalize_store
+from ._export import ExportReport, export
+from ._ingest import IngestReport, ingest
+from ._normalize import NormalizeReport, normalize_store
 from .samples import make_npy_tree
 
 

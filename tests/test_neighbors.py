@@ -13,9 +13,7 @@ from embstore.errors import EmbstoreError
 from embstore.store import StoreWriter
 
 N, DIM = 103, 8
-search = importlib.import_module(
-    "embstore.neighbors"
-)  # the module (embstore.neighbors is the function)
+search = importlib.import_module("embstore._neighbors")  # the module
 
 
 @pytest.fixture(params=[1, 16384], ids=["block-per-chunk", "chunks-grouped"], autouse=True)

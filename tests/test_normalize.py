@@ -168,7 +168,7 @@ def test_existing_variable_needs_overwrite_and_a_failed_write_leaves_none(store,
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(importlib.import_module("embstore.normalize").da, "store", boom)
+    monkeypatch.setattr(importlib.import_module("embstore._normalize").da, "store", boom)
     with pytest.raises(RuntimeError):
         embstore.normalize_store(store, name="other")
     assert "other" not in embstore.open(store)

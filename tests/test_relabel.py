@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import embstore
+from embstore._label import label, relabel_columns
 from embstore.errors import BadInputError, StoreError
-from embstore.relabel import label, relabel_columns
 from embstore.store import StoreWriter
 from embstore.store.views import provenance
 

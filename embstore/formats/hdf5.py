@@ -17,7 +17,7 @@ import xarray as xr
 
 from ..errors import BadInputError, first_line
 from .base import Format, Progress, duplicate_key, unicode_key
-from .dataset import VARIABLE_ATTR, DatasetSource, plain_dataset
+from .xarray_io import VARIABLE_ATTR, DatasetSource, plain_dataset
 
 __all__ = ["FORMAT", "VARIABLE_ATTR"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import xarray as xr
 
 from .base import Format, Progress, duplicate_key, unicode_key
-from .dataset import DatasetSource, plain_dataset
+from .xarray_io import DatasetSource, plain_dataset
 
 #: Files that mark a folder as a Zarr group (v3, v2, v2 consolidated).
 _MARKERS = ("zarr.json", ".zgroup", ".zmetadata")

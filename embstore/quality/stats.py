@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .._normalize import constant_features
 from .._progress import Progress, count_rows
 from ..errors import EmbstoreError
 from ..labels import MISSING_AGE, MISSING_STR
-from ..normalize import constant_features
 from ..store import FEATURE, SAMPLE
 from ..store.views import provenance
 

@@ -13,10 +13,10 @@
 from .history import GcReport, RestoreReport, VersionInfo, gc, log, parse_age, restore, tag
 from .layout import FEATURE, ROOT_ATTR, SAMPLE, TOKEN, choose_row_chunk
 from .location import Location, parse_location
+from .migrate import UpgradeReport, upgrade
 from .read import open_store
 from .repo import StoreState, is_store, open_repository, readonly_group
 from .transaction import Transaction, run_transaction, transaction
-from .upgrade import UpgradeReport, upgrade
 from .writer import AppendResult, StoreWriter, create_store
 
 __all__ = [

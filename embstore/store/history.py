@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .. import __version__
+from .._version import __version__
 from ..errors import StoreError
 from .layout import BRANCH, now
 from .location import StoreLike, parse_location

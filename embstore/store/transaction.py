@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import icechunk
 import zarr
 
-from .. import __version__
+from .._version import __version__
 from ..errors import StoreError
 from .layout import BRANCH, ROOT_ATTR
 from .location import Location, StoreLike, parse_location

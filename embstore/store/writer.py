@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .. import __version__
+from .._version import __version__
 from ..errors import BadInputError, DuplicatePathError, StoreError
 from ..labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, check_label_name
 from .layout import (

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .export import covered_rows
+from ._export import covered_rows
 from .store import FEATURE, ROOT_ATTR, SAMPLE, open_store, readonly_group
 from .store.repo import read_state, reads_store, short
 from .store.schema import describe_metadata, schema_errors

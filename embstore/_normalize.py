@@ -22,8 +22,8 @@ import xarray as xr
 import zarr
 from icechunk.dask import store_dask
 
-from . import __version__
 from ._progress import RowCountingTarget
+from ._version import __version__
 from .errors import EmbstoreError, StoreError
 from .labels import check_name, read_categories
 from .scheduler import dask_scheduler, distributed_scheduler

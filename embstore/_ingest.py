@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from .constants import DEFAULT_BATCH_ROWS
 from .errors import BadInputError, EmbstoreError
 from .formats import open_source
 from .formats.base import BadRow, Source, SourceBatch
@@ -25,6 +24,7 @@ from .keys import check_keys
 from .labels import Layout, get_layout, read_categories
 from .labels_csv import LabelsTable, label_columns, read_labels_csv
 from .store import AppendResult, StoreWriter, is_store
+from .store.layout import DEFAULT_BATCH_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def ingest(
     skip_bad: bool = False,
     on_duplicate: str = "skip",
     model: str | None = None,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
+    batch_rows: int | None = None,
     row_chunk: int | None = None,
     jobs: int = 1,
     progress: ProgressCallback | None = None,
@@ -109,7 +109,8 @@ def ingest(
     on_duplicate
         ``"skip"`` rows whose path is already stored, or ``"error"``.
     batch_rows
-        Rows per commit. A crash loses at most the batch in flight; re-running the same
+        Rows per commit (default ``store.layout.DEFAULT_BATCH_ROWS``). A crash loses at most
+        the batch in flight; re-running the same
         ingest completes the store with no row lost or duplicated.
     jobs
         Processes that load ``.pt`` files at once when every source is a ``.pt`` file
@@ -126,6 +127,8 @@ def ingest(
     >>> report.summary()                                                        # doctest: +SKIP
     'added 34550 rows, store has 34550'
     """
+    if batch_rows is None:
+        batch_rows = DEFAULT_BATCH_ROWS
     options = {
         "store": store,
         "layout": layout,
@@ -414,4 +417,4 @@ def _in_categories(
     return [p for p, k in zip(paths, keep, strict=True) if k], vectors[keep], kept
 
 
-__all__ = ["DEFAULT_BATCH_ROWS", "IngestReport", "ingest"]
+__all__ = ["IngestReport", "ingest"]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .. import __version__
+from .._version import __version__
 from ..errors import StoreError
 from ..keys import check_keys
 from .layout import ROOT_ATTR, SAMPLE, dims_of, now
