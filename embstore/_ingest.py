@@ -380,7 +380,7 @@ def _label_batch(
     problems.update({v.index: "" for v in violations})  # reported above, by key
     bad += [BadRow(source.locate(paths[i]), problems[i]) for i in sorted(problems) if problems[i]]
     if bad and not skip_bad:
-        more = f" (and {len(bad) - 1} more bad rows; --skip-bad skips them)" if len(bad) > 1 else ""
+        more = f" (and {len(bad) - 1} more bad rows; skip_bad skips them)" if len(bad) > 1 else ""
         raise BadInputError(bad[0].source, bad[0].problem + more)
     report.bad.extend(bad)
     if not problems:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInputError
-from .labels import INTEGER_LABELS, Layout, get_layout
-from .labels_csv import LabelsTable, label_columns, missing_value, read_labels_csv
+from .labels import INTEGER_LABELS, Layout, get_layout, missing_value
+from .labels_csv import LabelsTable, label_columns, read_labels_csv
 from .store import StoreWriter, open_store
 
 log = logging.getLogger(__name__)

@@ -361,11 +361,11 @@ def _check_replaceable(path: Any, state: Any, name: str, overwrite: bool) -> Non
         )
         if not derived:
             raise StoreError(
-                f"{path}: {array!r} is not a normalized variable; choose another --name"
+                f"{path}: {array!r} is not a normalized variable; choose another name"
             )
         if not overwrite:
             raise StoreError(
-                f"{path}: variable {array!r} exists (pass overwrite=True / --overwrite)"
+                f"{path}: variable {array!r} exists (pass overwrite=True to replace it)"
             )
 
 

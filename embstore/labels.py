@@ -19,6 +19,13 @@ MISSING_AGE = -1
 #: Value stored in a string label when the source gives none.
 MISSING_STR = ""
 
+
+
+def missing_value(name: str) -> str | int:
+    """The value label ``name`` holds where it is unknown (the one definition of "missing")."""
+    return MISSING_AGE if name in INTEGER_LABELS else MISSING_STR
+
+
 #: Names a label column cannot take: they are the store's own variables and dimensions.
 RESERVED_NAMES = frozenset({"sample", "feature", "embedding", "path", "nonfinite"})
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -86,10 +93,8 @@ class Layout:
         columns: dict[str, list[str | int]] = {}
         for name in regex.groupindex:
             values = [None if m is None else m.group(name) for m in matches]
-            if name in INTEGER_LABELS:
-                columns[name] = [MISSING_AGE if v is None else int(v) for v in values]
-            else:
-                columns[name] = [MISSING_STR if v is None else v for v in values]
+            parse = int if name in INTEGER_LABELS else str
+            columns[name] = [missing_value(name) if v is None else parse(v) for v in values]
         return columns, failed
 
     def canonical(self, path: str) -> str:
@@ -104,8 +109,8 @@ def _compile(pattern: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
     except re.error as exc:
-        msg = f"invalid --pattern {pattern!r}: {exc}"
-        raise BadInputError("--pattern", msg) from exc
+        msg = f"invalid regular expression {pattern!r}: {exc}"
+        raise BadInputError("pattern", msg) from exc
 
 
 def check_name(name: str, *, what: str = "a label name", taken: Collection[str] = ()) -> str:
@@ -149,9 +154,9 @@ LAYOUTS: Mapping[str, Layout] = {layout.name: layout for layout in (BABYVIEW, MI
 
 
 def get_layout(layout: str | Layout | None = None, *, pattern: str | None = None) -> Layout | None:
-    """Resolve a layout name or a ``--pattern`` regex into a :class:`Layout` (or ``None``)."""
+    """Resolve a layout name or a ``pattern`` regex into a :class:`Layout` (or ``None``)."""
     if layout is not None and pattern is not None:
-        raise BadInputError("--pattern", "give either a layout or a pattern, not both")
+        raise BadInputError("pattern", "give either a layout or a pattern, not both")
     if pattern is not None:
         return Layout(name="pattern", pattern=pattern)
     if layout is None or isinstance(layout, Layout):
@@ -160,7 +165,7 @@ def get_layout(layout: str | Layout | None = None, *, pattern: str | None = None
         return LAYOUTS[layout]
     except KeyError:
         msg = f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}"
-        raise BadInputError("--layout", msg) from None
+        raise BadInputError("layout", msg) from None
 
 
 def parse_categories(text: str) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import BadInputError, first_line
-from .labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, Layout, check_label_name
+from .labels import INTEGER_LABELS, Layout, check_label_name, missing_value
 
 
 @dataclass
@@ -66,7 +66,7 @@ def read_labels_csv(
                     f"column {column!r} holds non-integers, e.g. {table[column][bad].iloc[0]!r}",
                 )
     values = [
-        [int(v) if v else MISSING_AGE for v in table[c]]
+        [int(v) if v else missing_value(c) for v in table[c]]
         if c in INTEGER_LABELS
         else table[c].tolist()
         for c in columns
@@ -139,7 +139,3 @@ def _csv_labels(table: LabelsTable, path: str, known: dict[str, Any]) -> dict[st
             raise BadInputError(path, msg)
     return extra
 
-
-def missing_value(name: str) -> str | int:
-    """The value a label holds when unknown."""
-    return MISSING_AGE if name in INTEGER_LABELS else MISSING_STR

@@ -31,10 +31,6 @@ class Location:
     bucket: str | None = None
     prefix: str = ""
 
-    @property
-    def is_local(self) -> bool:
-        return self.path is not None
-
     def __str__(self) -> str:
         return self.url
 
@@ -60,8 +56,8 @@ def parse_location(store: StoreLike | Location) -> Location:
 
     >>> parse_location("s3://lab/emb/bv").prefix
     'emb/bv'
-    >>> parse_location("stores/bv").is_local
-    True
+    >>> parse_location("stores/bv").path
+    PosixPath('stores/bv')
     """
     if isinstance(store, Location):
         return store

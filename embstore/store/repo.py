@@ -68,7 +68,7 @@ def _legacy_hint(location: Location) -> str:
         with contextlib.suppress(OSError, ValueError):
             attrs = json.loads(root.read_text(encoding="utf-8")).get("attributes", {})
             if ROOT_ATTR in attrs:
-                return "a schema-1 embstore store; convert it with `embstore upgrade OLD NEW`"
+                return "a schema-1 embstore store; convert it into a new store with upgrade"
         return "a plain Zarr store, not an embstore store (ingest it into a store instead)"
     return "not an embstore store (no Icechunk repository)"
 
@@ -195,7 +195,7 @@ def resolve_version(repo: icechunk.Repository, version: str | None, *, location:
     if len(matches) == 1:
         return {"snapshot_id": matches[0]}
     what = "is ambiguous" if matches else "is neither a tag nor a version on main"
-    raise StoreError(f"{location}: version {version!r} {what} (see `embstore log`)")
+    raise StoreError(f"{location}: version {version!r} {what} (the versions are listed by log)")
 
 
 def readonly_group(

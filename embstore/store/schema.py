@@ -17,7 +17,6 @@ import jsonschema
 from ..errors import SchemaError
 
 SCHEMA_VERSION = 2
-SCHEMA_FILE = f"store-v{SCHEMA_VERSION}.schema.json"
 
 
 @cache
