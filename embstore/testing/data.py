@@ -377,3 +377,31 @@ def make_schema1_store(path: str | os.PathLike[str], rows: int = 20, dim: int = 
     ds.to_zarr(path, zarr_format=3, consolidated=True)
     zarr.open_array(str(path / "embedding"), mode="r+").resize((rows + 5, dim))  # uncommitted
     return ds
+
+
+def make_doc_store(directory: str | os.PathLike[str]) -> Path:
+    """The files the docstring examples name, under ``directory``; returns it.
+
+    ``emb/``: a babyview tree (categories ``ball`` and ``cup``, subjects ``00270001``,
+    ``00280001``, ``00290001``, ages 12 to 15 months, 8-d); ``bv.store``: that tree ingested;
+    ``bv.zarr``: a schema-1 store (as embstore 0.1 wrote it); ``subset.nc``: ``bv.store``
+    exported as HDF5 (a file plain xarray opens).
+    """
+    from .._export import export
+    from ..store.read import open_store
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    make_store(
+        directory / "bv.store",
+        directory / "emb",
+        n_subjects=3,
+        categories=["ball", "cup"],
+        ages=range(12, 16),
+        dim=8,
+    )
+    make_schema1_store(directory / "bv.zarr")
+    export(directory / "bv.store", directory / "subset.nc", format="hdf5")
+    rows = open_store(directory / "bv.store").sizes["sample"]
+    assert rows == 24, f"the docs store has {rows} rows, the examples expect 24"
+    return directory
