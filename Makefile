@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-out
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-deps lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,20 @@ demo: setup
 	$(BIN)/embstore info $(DEMO_DIR)/store
 	$(BIN)/embstore log $(DEMO_DIR)/store
 
-# `pytest` (not `python -m pytest`) keeps the checkout off sys.path: the installed package is tested.
-test: setup
+# Lint, format check and type check (0 errors), then the tests. `pytest` (not `python -m pytest`)
+# keeps the checkout off sys.path: the installed package is tested.
+test: setup test-deps lint
 	$(BIN)/pytest
+
+# What the tests need outside Python (Chromium for the report test): installed when root with
+# apt-get, otherwise .ci/test-deps says how to get it.
+test-deps:
+	.ci/test-deps
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python bench/run.py

@@ -20,7 +20,7 @@ import torch
 
 from embstore.extraction import ClipSpec
 from embstore.extraction.dataset import VideoDataset, collate, list_inputs
-from embstore.samples import make_dicom
+from embstore.testing import make_dicom
 
 HERE = Path(__file__).resolve().parent
 

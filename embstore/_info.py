@@ -29,8 +29,8 @@ def info(store: str | os.PathLike[str], *, version: str | None = None) -> dict[s
 
     Examples
     --------
-    >>> embstore.info("bv.store")["rows"]  # doctest: +SKIP
-    34550
+    >>> embstore.info("bv.store")["rows"]
+    24
     """
     ds = open_store(store, version=version)
     meta = provenance(ds)

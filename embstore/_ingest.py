@@ -123,9 +123,9 @@ def ingest(
 
     Examples
     --------
-    >>> report = embstore.ingest(["emb/"], store="bv.store", layout="babyview")  # doctest: +SKIP
-    >>> report.summary()                                                        # doctest: +SKIP
-    'added 34550 rows, store has 34550'
+    >>> report = embstore.ingest(["emb/"], store="new.store", layout="babyview")
+    >>> report.summary()
+    'added 24 rows, store has 24'
     """
     if batch_rows is None:
         batch_rows = DEFAULT_BATCH_ROWS

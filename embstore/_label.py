@@ -97,8 +97,8 @@ def label(
 
     Examples
     --------
-    >>> embstore.label("bv.store", layout="babyview").summary()             # doctest: +SKIP
-    'labelled 34550 rows: age_mo, category, subject (rows changed: ...)'
+    >>> embstore.label("bv.store", layout="babyview").summary()
+    'labelled 24 rows: age_mo, category, subject (rows changed: ...)'
     """
     resolved = get_layout(layout, pattern=pattern)
     if resolved is None and labels_csv is None:

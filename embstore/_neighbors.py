@@ -76,9 +76,11 @@ def neighbors(
 
     Examples
     --------
-    >>> ds = embstore.open("bv.store")                                     # doctest: +SKIP
-    >>> embstore.neighbors(ds, "ball/00270001_12_month_level_avg.npy", k=5,
-    ...                    exclude_same_subject=True)                     # doctest: +SKIP
+    >>> ds = embstore.open("bv.store")
+    >>> table = embstore.neighbors(ds, "ball/00270001_12_month_level_avg.npy", k=5,
+    ...                            exclude_same_subject=True)
+    >>> table["rank"].tolist(), "00270001" in set(table["subject"])
+    ([1, 2, 3, 4, 5], False)
     """
     if not isinstance(ds, xr.Dataset):
         from .store import open_store

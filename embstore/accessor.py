@@ -23,11 +23,15 @@ class EmbDatasetAccessor:
 
     Examples
     --------
-    >>> ds = embstore.open("bv.store")                                       # doctest: +SKIP
-    >>> ds.emb.rows(subject="00270001", age_mo=slice(12, 18))               # doctest: +SKIP
-    >>> ds.emb.normalize(exclude_subjects=["00270001"]).normalized          # doctest: +SKIP
-    >>> ds.emb.neighbors("ball/00270001_12_month_level_avg.npy", k=5)       # doctest: +SKIP
-    >>> ds.emb.provenance["provenance"][-1]["action"]                       # doctest: +SKIP
+    >>> ds = embstore.open("bv.store")
+    >>> ds.emb.rows(subject="00270001", age_mo=slice(12, 18)).sizes["sample"]
+    8
+    >>> ds.emb.normalize(exclude_subjects=["00270001"]).normalized.shape
+    (24, 8)
+    >>> ds.emb.neighbors("ball/00270001_12_month_level_avg.npy", k=5).shape[0]
+    5
+    >>> ds.emb.provenance["provenance"][-1]["action"]
+    'ingest'
     """
 
     def __init__(self, obj: xr.Dataset) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ._export import ExportReport, export
 from ._ingest import IngestReport, ingest
 from ._normalize import NormalizeReport, normalize_store
-from .samples import make_npy_tree
+from .testing.data import make_npy_tree
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Shared builders: small stores and source trees made in code."""
+"""Shared fixtures: thin wrappers around the builders of :mod:`embstore.testing`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-import embstore
-from embstore.samples import make_npy_tree, make_pt_dict
-from embstore.testing import S3_TEST_ENV, local_s3_server, new_bucket
+from embstore.testing import (
+    S3_TEST_ENV,
+    local_s3_server,
+    make_npy_tree,
+    make_pt_dict,
+    make_store,
+    new_bucket,
+)
 
 # Property tests are reproducible: the same examples on every run and every machine.
 settings.register_profile(
@@ -35,9 +40,7 @@ def npy_tree(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(tmp_path: Path, npy_tree: Path) -> Path:
     """A store ingested from ``npy_tree`` with 8-row chunks (so everything spans chunks)."""
-    path = tmp_path / "s.zarr"
-    embstore.ingest([npy_tree], store=path, layout="babyview", batch_rows=10, row_chunk=8)
-    return path
+    return make_store(tmp_path / "s.zarr", npy_tree, write_tree=False)
 
 
 @pytest.fixture

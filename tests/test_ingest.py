@@ -9,8 +9,8 @@ import xarray as xr
 
 import embstore
 from embstore.errors import BadInputError
-from embstore.samples import make_pt_dict
 from embstore.store.views import provenance
+from embstore.testing import make_pt_dict
 
 
 def _load_tree(root: Path) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ from .location import Location, parse_location
 from .migrate import UpgradeReport, upgrade
 from .read import open_store
 from .repo import StoreState, is_store, open_repository, readonly_group
-from .transaction import Transaction, run_transaction, transaction
+from .transaction import Transaction, run_transaction  # not ``transaction``: it is the module
 from .writer import AppendResult, StoreWriter, create_store
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "restore",
     "run_transaction",
     "tag",
-    "transaction",
     "upgrade",
     "UpgradeReport",
 ]

@@ -77,8 +77,8 @@ def upgrade(
 
     Examples
     --------
-    >>> embstore.upgrade("bv.zarr", "bv.store").summary()   # doctest: +SKIP
-    'bv.store: schema-2 store made from bv.zarr (34550 rows; embedding, path, ...)'
+    >>> embstore.upgrade("bv.zarr", "bv2.store").summary()
+    'bv2.store: schema-2 store made from bv.zarr (20 rows; age_mo, embedding, ...)'
     """
     old = Path(old)
     attrs, arrays = _read_v1(old)

@@ -40,9 +40,14 @@ def open_store(store: StoreLike, *, version: str | None = None) -> xr.Dataset:
 
     Examples
     --------
-    >>> ds = embstore.open("bv.store")                                   # doctest: +SKIP
-    >>> ds.where(ds.subject == "00270001", drop=True).embedding.values   # doctest: +SKIP
-    >>> old = embstore.open("bv.store", version="before-relabel")        # doctest: +SKIP
+    >>> ds = embstore.open("bv.store")
+    >>> ds.where(ds.subject == "00270001", drop=True).embedding.shape
+    (8, 8)
+    >>> embstore.tag("bv.store", "before-relabel")
+    '...'
+    >>> old = embstore.open("bv.store", version="before-relabel")
+    >>> old.sizes["sample"]
+    24
     """
     ds = open_lazily(store, version=version)
     guard = functools.partial(_label_read, str(store))

@@ -96,12 +96,13 @@ _FLAGS = [
 
 @pytest.mark.skipif(
     _chromium() is None and os.geteuid() != 0,
-    reason="no Chromium, and not root so it cannot be installed here; CI (.ci/run) installs it",
+    reason="no Chromium, and not root so `make test` (.ci/test-deps) cannot install it: "
+    "sudo apt-get install chromium (Debian/Ubuntu) or brew install --cask chromium (macOS)",
 )
 def test_report_loads_in_headless_chromium(normalized, tmp_path):
     browser = _chromium()
-    if browser is None:  # root, as in CI: .ci/run should have installed it
-        pytest.fail("Chromium is missing: `apt-get install -y chromium` (see .ci/run)")
+    if browser is None:  # root: `make test` and .ci/run install it with .ci/test-deps
+        pytest.fail("Chromium is missing: run .ci/test-deps (as root: apt-get install chromium)")
     store, _ = normalized
     inspect_store(store, variable="normalized", report=tmp_path / "rep", sample=30)
     page = (tmp_path / "rep" / "report.html").as_uri()

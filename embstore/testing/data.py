@@ -1,11 +1,19 @@
-"""Generated sample data in the real on-disk layouts (for the demo, tests and benchmarks)."""
+"""Generated sample data in the real on-disk layouts (for the demo, tests and benchmarks).
+
+Every builder writes real files (``.npy`` trees, ``torch.save`` dicts, DICOMs, tiny models,
+small stores) under a directory it is given, from a seed, so the same call gives the same bytes.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from ..store.location import StoreLike
 
 
 def make_npy_tree(
@@ -17,19 +25,23 @@ def make_npy_tree(
     dim: int = 16,
     seed: int = 0,
     dtype: str = "float32",
+    categories: Sequence[str] | None = None,
 ) -> list[Path]:
     """Write ``<root>/<category>/<subject>_<age_mo>_month_level_avg.npy`` files; return them.
 
     Subjects are ``00270001``-style ids (leading zeros kept); every subject has a vector for
     every category and age. Values have a per-feature offset and scale, like real embeddings.
+    Categories are ``category000``... unless ``categories`` names them (then ``n_categories``
+    is ignored).
     """
     rng = np.random.default_rng(seed)
     root = Path(root)
     offset = rng.normal(0.0, 1.0, dim)
     scale = rng.uniform(0.1, 0.7, dim)
+    names = list(categories or [f"category{c:03d}" for c in range(n_categories)])
     files = []
-    for c in range(n_categories):
-        folder = root / f"category{c:03d}"
+    for name in names:
+        folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for s in range(n_subjects):
             for age in ages:
@@ -38,6 +50,56 @@ def make_npy_tree(
                 np.save(file, vector)
                 files.append(file)
     return files
+
+
+def make_store(
+    store: StoreLike,
+    tree: str | os.PathLike[str],
+    *,
+    batch_rows: int = 10,
+    row_chunk: int = 8,
+    write_tree: bool = True,
+    **tree_options: Any,
+) -> Path:
+    """Write a babyview npy tree at ``tree`` (see :func:`make_npy_tree`) and ingest it into
+    ``store`` in ``batch_rows``-row commits with ``row_chunk``-row chunks; return the store.
+
+    With ``write_tree=False`` the tree already exists and is ingested as it is.
+
+    The defaults give the tests' shared store: 48 rows in 8-row chunks, so everything spans
+    chunks.
+    """
+    from .._ingest import ingest
+
+    if write_tree:
+        make_npy_tree(tree, **tree_options)
+    ingest([tree], store=store, layout="babyview", batch_rows=batch_rows, row_chunk=row_chunk)
+    return Path(os.fspath(store))
+
+
+def make_defective_store(store: StoreLike) -> tuple[np.ndarray, list[str]]:
+    """A 40 x 6 store with planted defects, for quality checks; returns its vectors and paths.
+
+    Row 3 holds a NaN, row 7 an infinity, row 11 is all zeros, rows 20 and 33 duplicate row 2,
+    and feature 4 is constant. Labels: ``subject`` (4) and ``age_mo`` (10 ages).
+    """
+    from ..store import StoreWriter
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((40, 6)).astype(np.float32)
+    x[:, 4] = 0.0
+    x[3, 1] = np.nan
+    x[7, 0] = np.inf
+    x[11] = 0.0
+    x[20] = x[2]
+    x[33] = x[2]
+    paths = [f"c/s{i % 4}_{6 + i // 4}_month_level_avg.npy" for i in range(40)]
+    labels: dict[str, list[Any]] = {
+        "subject": [f"s{i % 4}" for i in range(40)],
+        "age_mo": [6 + i // 4 for i in range(40)],
+    }
+    StoreWriter(store, feature_size=6, row_chunk=8).append(paths, x, labels)
+    return x, paths
 
 
 def make_pt_dict(
@@ -261,3 +323,85 @@ def make_dicom_with_secret(
         ds.save_as(file, enforce_file_format=True)
     finally:
         config.settings.writing_validation_mode = previous
+
+
+def make_keyed_store(folder: str | os.PathLike[str], keys: list[str], dim: int = 4) -> Path:
+    """``<folder>/s.zarr`` holding ``keys`` as another tool might write them (no key policy
+    applied), row ``i`` being ``arange(dim) + i * dim`` as float32; return the store."""
+    from ..store import StoreWriter
+
+    path = Path(folder) / "s.zarr"
+    vectors = np.arange(len(keys) * dim, dtype="f4").reshape(len(keys), dim)
+    StoreWriter(path, feature_size=dim).append(keys, vectors)
+    return path
+
+
+def make_schema1_store(path: str | os.PathLike[str], rows: int = 20, dim: int = 8) -> Any:
+    """A store as embstore 0.1 wrote it: Zarr v3, consolidated metadata holding the committed
+    shapes, and a later interrupted append that grew the arrays on disk only (5 rows).
+
+    Returns the committed ``xarray.Dataset`` (``rows`` x ``dim``).
+    """
+    import xarray as xr
+    import zarr
+
+    path = Path(path)
+    rng = np.random.default_rng(0)
+    ds = xr.Dataset(
+        {
+            "embedding": (("sample", "feature"), rng.random((rows, dim), dtype="f4")),
+            "normalized": (("sample", "feature"), rng.random((rows, dim), dtype="f4")),
+            "normalized_mean": (("feature",), rng.random(dim)),
+        },
+        coords={
+            "path": (
+                "sample",
+                np.array([f"c/{i:02d}_6_month_level_avg.npy" for i in range(rows)], object),
+            ),
+            "subject": ("sample", np.array([f"s{i % 3}" for i in range(rows)], object)),
+            "age_mo": ("sample", np.full(rows, 6, "i4")),
+            "nonfinite": ("sample", np.zeros(rows, bool)),
+        },
+    )
+    ds.normalized.attrs["embstore"] = {"source": "embedding", "rows": rows, "rows_used": rows}
+    ds.attrs["embstore"] = {
+        "schema_version": 1,
+        "rows": rows,
+        "feature_size": dim,
+        "created": "2026-01-01T00:00:00+00:00",
+        "embstore_version": "0.1.0",
+        "model": "demo",
+        "missing": {"age_mo": -1, "string": ""},
+        "provenance": [{"action": "ingest", "time": "2026-01-01", "embstore_version": "0.1.0"}],
+    }
+    ds.to_zarr(path, zarr_format=3, consolidated=True)
+    zarr.open_array(str(path / "embedding"), mode="r+").resize((rows + 5, dim))  # uncommitted
+    return ds
+
+
+def make_doc_store(directory: str | os.PathLike[str]) -> Path:
+    """The files the docstring examples name, under ``directory``; returns it.
+
+    ``emb/``: a babyview tree (categories ``ball`` and ``cup``, subjects ``00270001``,
+    ``00280001``, ``00290001``, ages 12 to 15 months, 8-d); ``bv.store``: that tree ingested;
+    ``bv.zarr``: a schema-1 store (as embstore 0.1 wrote it); ``subset.nc``: ``bv.store``
+    exported as HDF5 (a file plain xarray opens).
+    """
+    from .._export import export
+    from ..store.read import open_store
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    make_store(
+        directory / "bv.store",
+        directory / "emb",
+        n_subjects=3,
+        categories=["ball", "cup"],
+        ages=range(12, 16),
+        dim=8,
+    )
+    make_schema1_store(directory / "bv.zarr")
+    export(directory / "bv.store", directory / "subset.nc", format="hdf5")
+    rows = open_store(directory / "bv.store").sizes["sample"]
+    assert rows == 24, f"the docs store has {rows} rows, the examples expect 24"
+    return directory

@@ -5,51 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
 import zarr
 from typer.testing import CliRunner
 
 import cli
 import embstore
 from embstore.errors import StoreError
+from embstore.testing import make_schema1_store
 
 ROWS, DIM = 20, 8
-
-
-def make_v1_store(path: Path) -> xr.Dataset:
-    """A store as embstore 0.1 wrote it: Zarr v3, consolidated metadata holding the committed
-    shapes, and a later interrupted append that grew the arrays on disk only."""
-    rng = np.random.default_rng(0)
-    ds = xr.Dataset(
-        {
-            "embedding": (("sample", "feature"), rng.random((ROWS, DIM), dtype="f4")),
-            "normalized": (("sample", "feature"), rng.random((ROWS, DIM), dtype="f4")),
-            "normalized_mean": (("feature",), rng.random(DIM)),
-        },
-        coords={
-            "path": (
-                "sample",
-                np.array([f"c/{i:02d}_6_month_level_avg.npy" for i in range(ROWS)], object),
-            ),
-            "subject": ("sample", np.array([f"s{i % 3}" for i in range(ROWS)], object)),
-            "age_mo": ("sample", np.full(ROWS, 6, "i4")),
-            "nonfinite": ("sample", np.zeros(ROWS, bool)),
-        },
-    )
-    ds.normalized.attrs["embstore"] = {"source": "embedding", "rows": ROWS, "rows_used": ROWS}
-    ds.attrs["embstore"] = {
-        "schema_version": 1,
-        "rows": ROWS,
-        "feature_size": DIM,
-        "created": "2026-01-01T00:00:00+00:00",
-        "embstore_version": "0.1.0",
-        "model": "demo",
-        "missing": {"age_mo": -1, "string": ""},
-        "provenance": [{"action": "ingest", "time": "2026-01-01", "embstore_version": "0.1.0"}],
-    }
-    ds.to_zarr(path, zarr_format=3, consolidated=True)
-    zarr.open_array(str(path / "embedding"), mode="r+").resize((ROWS + 5, DIM))  # uncommitted
-    return ds
 
 
 def _digests(path: Path) -> dict[str, str]:
@@ -59,7 +23,7 @@ def _digests(path: Path) -> dict[str, str]:
 
 
 def test_upgrade_copies_every_variable_and_the_provenance(tmp_path):
-    old = make_v1_store(tmp_path / "old.zarr")
+    old = make_schema1_store(tmp_path / "old.zarr")
     before = _digests(tmp_path / "old.zarr")
     report = embstore.upgrade(tmp_path / "old.zarr", tmp_path / "new")
     assert report.rows == ROWS and "normalized" in report.arrays
@@ -78,7 +42,7 @@ def test_upgrade_copies_every_variable_and_the_provenance(tmp_path):
 
 
 def test_upgrade_refuses_an_existing_target_and_non_v1_sources(tmp_path, store):
-    make_v1_store(tmp_path / "old.zarr")
+    make_schema1_store(tmp_path / "old.zarr")
     with pytest.raises(StoreError, match="exists; upgrade writes a new store"):
         embstore.upgrade(tmp_path / "old.zarr", store)
     with pytest.raises(StoreError, match="not a schema-1 embstore store"):
@@ -87,7 +51,7 @@ def test_upgrade_refuses_an_existing_target_and_non_v1_sources(tmp_path, store):
 
 
 def test_a_v1_store_is_named_as_such_and_upgrades_from_the_cli(tmp_path):
-    make_v1_store(tmp_path / "old.zarr")
+    make_schema1_store(tmp_path / "old.zarr")
     with pytest.raises(StoreError, match="schema-1 embstore store; convert it"):
         embstore.open(tmp_path / "old.zarr")
     result = CliRunner().invoke(
@@ -99,7 +63,7 @@ def test_a_v1_store_is_named_as_such_and_upgrades_from_the_cli(tmp_path):
 
 def test_upgrade_refuses_rows_whose_keys_break_the_policy(tmp_path):
     old = tmp_path / "old.zarr"
-    make_v1_store(old)
+    make_schema1_store(old)
     paths = zarr.open_array(str(old / "path"), mode="r+")
     paths[3] = "../outside.npy"  # what a schema-1 store could hold
     with pytest.raises(embstore.BadInputError, match=r"path.*'\.\./outside\.npy'"):

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import embstore
-from embstore.samples import make_npy_tree
 from embstore.store import StoreWriter
+from embstore.testing import make_npy_tree
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pydicom.data import get_testdata_file
 from embstore.errors import BadInputError
 from embstore.extraction.convert import convert_dicom
 from embstore.extraction.decode import SingleFrameError, frame_rate, is_dicom, read_dicom_frames
-from embstore.samples import make_dicom
+from embstore.testing import make_dicom
 
 PHOTOMETRIC = ["RGB", "YBR_FULL", "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"]
 

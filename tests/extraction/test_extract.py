@@ -21,8 +21,8 @@ from embstore.extraction.dataset import list_inputs, shard_of
 from embstore.extraction.decode import read_frames
 from embstore.extraction.encoders import REGISTRY, VJEPA2Settings, load_vjepa2
 from embstore.extraction.pipeline import pool_tokens
-from embstore.samples import MALFORMED, make_dicom, make_dicom_with_secret, make_tiny_vjepa2
 from embstore.store.views import provenance
+from embstore.testing import MALFORMED, make_dicom, make_dicom_with_secret, make_tiny_vjepa2
 
 SECRET = "Zyxwvut^Secretname"
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import cli
 import embstore
-from embstore.samples import make_pt_dict
+from embstore.testing import make_pt_dict
 
 
 def test_normalize_progress_counts_rows_written(store):

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 import cli
 import embstore
 from embstore.errors import StoreError
-from embstore.samples import make_npy_tree
 from embstore.store import StoreWriter
+from embstore.testing import make_npy_tree
 
 runner = CliRunner()
 

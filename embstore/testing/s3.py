@@ -1,4 +1,4 @@
-"""Builders for tests, demos and benchmarks that need more than data: a local S3 server.
+"""A local S3-compatible server for tests and benchmarks, and fresh buckets on it.
 
 The server is ``moto`` (``pip install 'moto[server]'``, a test and benchmark dependency),
 started on 127.0.0.1 on a free port and stopped when the block ends.

@@ -1,5 +1,5 @@
 """Labels read on first use, once, and a ``path`` index built on the first lookup (issue 11's
-open-cost goal), without giving up any xarray idiom (tests/test_views.py)."""
+open-cost goal), without giving up any xarray idiom (tests/store/test_views.py)."""
 
 import pickle
 from collections import Counter

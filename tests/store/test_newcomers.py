@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 import embstore
-import embstore.samples
+import embstore.testing
 from embstore.errors import EmbstoreError
 
 
@@ -56,14 +56,12 @@ def test_a_plain_xarray_subset_is_never_written_over_and_ingests_as_a_source(sto
     ids=["deleted", "truncated", "rewritten-by-another-tool"],
 )
 def test_an_old_store_with_a_broken_root_is_refused_not_emptied(tmp_path, damage):
-    from test_upgrade import make_v1_store
-
     old = tmp_path / "old.zarr"
-    make_v1_store(old)
+    embstore.testing.make_schema1_store(old)
     damage(old / "zarr.json")
     before = _digests(old)
     tree = tmp_path / "emb"
-    embstore.samples.make_npy_tree(tree, n_subjects=2, n_categories=1, ages=range(6, 8), dim=8)
+    embstore.testing.make_npy_tree(tree, n_subjects=2, n_categories=1, ages=range(6, 8), dim=8)
     with pytest.raises(EmbstoreError):
         embstore.ingest([tree], store=old, layout="babyview")
     with pytest.raises(EmbstoreError):

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import embstore
 from cli import app
 from embstore.errors import EmbstoreError
-from embstore.samples import make_npy_tree
+from embstore.testing import make_npy_tree
 
 runner = CliRunner()
 
