@@ -19,19 +19,17 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
-import zarr
-from icechunk.dask import store_dask
 
-from ._progress import RowCountingTarget
 from ._version import __version__
-from .errors import EmbstoreError, StoreError
+from .errors import EmbstoreError
 from .labels import check_name, read_categories
 from .scheduler import dask_scheduler, distributed_scheduler
 from .store import parse_location, run_transaction
-from .store.layout import FEATURE, MATRIX_COMPRESSORS, ROOT_ATTR, SAMPLE, now
+from .store.layout import FEATURE, ROOT_ATTR, SAMPLE, now
 from .store.location import StoreLike
 from .store.read import open_lazily
 from .store.transaction import Transaction
+from .store.variables import NewVariable, add_variables, check_replaceable
 from .store.views import provenance
 
 log = logging.getLogger(__name__)
@@ -180,8 +178,9 @@ def feature_moments(x: da.Array) -> tuple[da.Array, da.Array]:
     """
     features = x.shape[1]
     x = x.rechunk({1: -1})
-    per_chunk = x.map_blocks(
+    per_chunk = da.map_blocks(
         _chunk_moments,
+        x,
         new_axis=2,
         chunks=((1,) * x.numblocks[0], (3,), (features,)),
         dtype=np.float64,
@@ -249,7 +248,7 @@ def _scale(mean: Any, std: Any, count: Any, eps: float) -> Any:
 def _apply(x: Any, mean: Any, scale: Any) -> Any:
     if isinstance(x, da.Array) and isinstance(mean, np.ndarray) and isinstance(scale, np.ndarray):
         # concrete statistics: one float64 copy per chunk, scaled in place
-        return x.map_blocks(_scale_block, mean, scale, dtype=np.float32)
+        return da.map_blocks(_scale_block, x, mean, scale, dtype=np.float32)
     return ((x - mean) / scale).astype(np.float32)
 
 
@@ -311,10 +310,10 @@ def normalize_store(
     location = parse_location(store)
 
     def work(tx: Transaction) -> NormalizeReport:
-        state = tx.require_state()
-        _check_replaceable(location, state, name, overwrite)
+        planned = _planned(name)
+        check_replaceable(tx, planned, overwrite=overwrite, derived={name}, kind="normalized")
         ds = normalize(
-            open_lazily(location, version=tx.parent),  # reads only the labels it needs
+            open_lazily(store, version=tx.parent),  # reads only the labels it needs
             exclude_subjects=exclude_subjects,
             categories=categories,
             mask_outside=mask_outside,
@@ -324,7 +323,13 @@ def normalize_store(
         )
         with dask_scheduler(scheduler):
             constant = _write_variable(
-                tx, ds, name, variable, distributed_scheduler(scheduler), progress
+                tx,
+                ds,
+                name,
+                variable,
+                overwrite=overwrite,
+                distributed=distributed_scheduler(scheduler),
+                progress=progress,
             )
         attrs = provenance(ds[name])
         tx.message = f"normalize {variable} -> {name}"
@@ -349,24 +354,9 @@ def normalize_store(
     return report
 
 
-def _check_replaceable(path: Any, state: Any, name: str, overwrite: bool) -> None:
-    """Only an earlier normalize's own arrays may be replaced, and only with ``overwrite``."""
-    expected = {name: (SAMPLE, FEATURE), f"{name}_mean": (FEATURE,), f"{name}_std": (FEATURE,)}
-    for array, dims in expected.items():
-        meta = state.arrays.get(array)
-        if meta is None:
-            continue
-        derived = tuple(meta.get("dimension_names") or ()) == dims and (
-            array != name or "source" in meta.get("attributes", {}).get(ROOT_ATTR, {})
-        )
-        if not derived:
-            raise StoreError(
-                f"{path}: {array!r} is not a normalized variable; choose another --name"
-            )
-        if not overwrite:
-            raise StoreError(
-                f"{path}: variable {array!r} exists (pass overwrite=True / --overwrite)"
-            )
+def _planned(name: str) -> dict[str, tuple[str, ...]]:
+    """The arrays a normalize named ``name`` writes, and their dims."""
+    return {name: (SAMPLE, FEATURE), f"{name}_mean": (FEATURE,), f"{name}_std": (FEATURE,)}
 
 
 def _check_name(name: str, variable: str) -> None:
@@ -378,45 +368,37 @@ def _write_variable(
     ds: xr.Dataset,
     name: str,
     variable: str,
+    *,
+    overwrite: bool,
     distributed: bool,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[int]:
-    """Compute statistics (one pass), then write the normalized matrix (one pass) into the
-    transaction, replacing an earlier variable of that name."""
+    """Compute statistics (one pass), then hand the normalized matrix (written in one more
+    pass) and the statistics to the store, replacing an earlier variable of that name."""
     mean, std = dask.compute(ds[f"{name}_mean"].data, ds[f"{name}_std"].data)
     attrs = provenance(ds[name])
     constant = np.flatnonzero(constant_features(mean, std, attrs["rows_used"])).tolist()
     attrs["constant_features"] = constant
-    source = tx.group[variable]
-    for array in (name, f"{name}_mean", f"{name}_std"):
-        if array in tx.group:
-            del tx.group[array]
-    for suffix, values in (("_mean", mean), ("_std", std)):
-        stats = tx.group.create_array(
-            f"{name}{suffix}",
-            shape=values.shape,
-            chunks=values.shape,
-            dtype="float64",
-            dimension_names=(FEATURE,),
-            attributes=dict(ds[f"{name}{suffix}"].attrs),
-        )
-        stats[:] = values
     # the statistics are concrete now: this graph only reads, scales and writes chunks
     normalized = _apply(
         ds[variable].data, mean, _scale(mean, std, attrs["rows_used"], attrs["eps"])
     )
     normalized = masked_outside(normalized, ds, attrs)
-    coords = source.attrs.get("coordinates", "path nonfinite")
-    if not distributed:
-        target = _create_matrix(tx, name, source, coords, attrs)
-        # progress counts rows written; the statistics pass above shows none
-        into = RowCountingTarget(target, progress, source.shape[0]) if progress else target
-        da.store(normalized, into, lock=False)
-    else:  # workers write into forks of the (staged) session; their changes merge back
-        _create_matrix(tx, name, source, coords, attrs)
-        fork = tx.fork()
-        target = zarr.open_array(fork.store, path=name, mode="r+")
-        tx.session.merge(store_dask(sources=[normalized], targets=[target]))
+    arrays = {
+        f"{name}_mean": NewVariable(mean, (FEATURE,), dict(ds[f"{name}_mean"].attrs)),
+        f"{name}_std": NewVariable(std, (FEATURE,), dict(ds[f"{name}_std"].attrs)),
+        name: NewVariable(normalized, (SAMPLE, FEATURE), {ROOT_ATTR: attrs}),
+    }
+    add_variables(
+        tx,
+        arrays,
+        like=variable,
+        overwrite=overwrite,
+        derived={name},
+        kind="normalized",
+        distributed=distributed,
+        progress=progress,
+    )
     if constant:
         log.warning(
             "%d feature(s) have ~zero variance and were scaled by 1: %s",
@@ -424,18 +406,3 @@ def _write_variable(
             constant[:20],
         )
     return constant
-
-
-def _create_matrix(
-    tx: Transaction, name: str, source: zarr.Array, coords: str, attrs: dict[str, Any]
-) -> zarr.Array:
-    return tx.group.create_array(
-        name,
-        shape=source.shape,
-        chunks=source.chunks,
-        dtype="float32",
-        fill_value=float("nan"),
-        dimension_names=(SAMPLE, FEATURE),
-        compressors=MATRIX_COMPRESSORS,
-        attributes={"coordinates": coords, ROOT_ATTR: attrs},
-    )
