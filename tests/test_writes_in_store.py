@@ -15,16 +15,16 @@ WRITES = {"create_array", "create_group", "store_dask", "commit", "merge", "fork
 def _writes(tree: ast.AST) -> list[str]:
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            if node.func.attr in WRITES:
-                found.append(f"{ast.unparse(node.func)}() at line {node.lineno}")
-        if isinstance(node, ast.Name) and node.id == "store_dask":
-            found.append(f"store_dask at line {node.lineno}")
-        if isinstance(node, ast.Delete):
-            found += [f"del {ast.unparse(t)} at line {node.lineno}" for t in node.targets]
-        if isinstance(node, ast.Attribute) and node.attr in ("group", "session"):
-            if isinstance(node.value, ast.Name) and node.value.id == "tx":
-                found.append(f"{ast.unparse(node)} at line {node.lineno}")
+        where = f"line {getattr(node, 'lineno', '?')}"
+        match node:
+            case ast.Call(func=ast.Attribute(attr=attr) as func) if attr in WRITES:
+                found.append(f"{ast.unparse(func)}() at {where}")
+            case ast.Name(id="store_dask"):
+                found.append(f"store_dask at {where}")
+            case ast.Delete(targets=targets):
+                found += [f"del {ast.unparse(t)} at {where}" for t in targets]
+            case ast.Attribute(value=ast.Name(id="tx"), attr="group" | "session"):
+                found.append(f"{ast.unparse(node)} at {where}")
     return found
 
 
