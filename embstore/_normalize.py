@@ -21,15 +21,22 @@ import numpy as np
 import xarray as xr
 
 from ._version import __version__
-from .errors import EmbstoreError
+from .errors import EmbstoreError, StoreError
 from .labels import check_name, read_categories
 from .scheduler import dask_scheduler, distributed_scheduler
 from .store import parse_location, run_transaction
 from .store.layout import FEATURE, ROOT_ATTR, SAMPLE, now
 from .store.location import StoreLike
 from .store.read import open_lazily
+from .store.repo import StoreState
 from .store.transaction import Transaction
-from .store.variables import NewVariable, add_variables, check_replaceable
+from .store.variables import (
+    INPUTS_KEY,
+    NewVariable,
+    add_variables,
+    check_replaceable,
+    record_inputs,
+)
 from .store.views import provenance
 
 log = logging.getLogger(__name__)
@@ -144,6 +151,13 @@ def normalize(
         "ddof": 0,
         "time": now(),
         "embstore_version": __version__,
+        INPUTS_KEY: record_inputs(
+            ds,
+            source=variable,
+            labels=_labels_read(exclude_subjects, listed),
+            categories=listed,
+            categories_file=categories if isinstance(categories, str | os.PathLike) else None,
+        ),
     }
     out = masked_outside(out, ds, attrs)
     return ds.assign(
@@ -157,6 +171,12 @@ def normalize(
             ),
         }
     )
+
+
+def _labels_read(exclude_subjects: Sequence[str], categories: Sequence[str] | None) -> list[str]:
+    """The label columns the statistics of a normalize depend on."""
+    read = ["subject"] if exclude_subjects else []
+    return [*read, *(["category"] if categories is not None else []), "nonfinite"]
 
 
 def masked_outside(values: da.Array, ds: xr.Dataset, attrs: dict[str, Any]) -> da.Array:
@@ -269,16 +289,52 @@ class NormalizeReport:
     rows_used: int
     exclude_subjects: list[str]
     constant_features: list[int]
+    refreshed: bool = False
 
     def summary(self) -> str:
+        verb = "refreshed" if self.refreshed else "wrote"
         text = (
-            f"wrote {self.name!r} for {self.rows} rows; statistics over {self.rows_used} rows"
+            f"{verb} {self.name!r} for {self.rows} rows; statistics over {self.rows_used} rows"
             f" (excluded subjects: {', '.join(self.exclude_subjects) or 'none'})"
         )
         if self.constant_features:
             shown = ", ".join(map(str, self.constant_features[:10]))
             text += f"; {len(self.constant_features)} constant feature(s) scaled by 1: {shown}"
         return text
+
+
+@dataclass(frozen=True)
+class _Parameters:
+    """What a normalize computes from: given, or recorded by an earlier one (refresh)."""
+
+    exclude_subjects: Sequence[str] = ()
+    categories: str | os.PathLike[str] | Sequence[str] | None = None
+    mask_outside: bool = False
+    variable: str = "embedding"
+    eps: float = DEFAULT_EPS
+
+    @classmethod
+    def recorded(cls, state: StoreState, name: str, location: object) -> _Parameters:
+        """The parameters ``name`` was computed with (its categories file read again)."""
+        meta = state.arrays.get(name)
+        if meta is None:
+            raise StoreError(f"{location}: no variable {name!r} to refresh")
+        prov = (meta.get("attributes") or {}).get(ROOT_ATTR) or {}
+        if not isinstance(prov, dict) or "exclude_subjects" not in prov or "source" not in prov:
+            raise StoreError(
+                f"{location}: {name!r} is not a normalized variable; cannot refresh it"
+            )
+        file = (prov.get(INPUTS_KEY) or {}).get("categories_file")
+        categories = file if file and os.path.isfile(file) else prov.get("categories")
+        if file and categories is not file:
+            log.warning("%s: categories file %s is gone; using the list recorded", location, file)
+        return cls(
+            exclude_subjects=list(prov["exclude_subjects"]),
+            categories=categories,
+            mask_outside=bool(prov.get("mask_outside", False)),
+            variable=str(prov["source"]),
+            eps=float(prov.get("eps", DEFAULT_EPS)),
+        )
 
 
 def normalize_store(
@@ -291,6 +347,7 @@ def normalize_store(
     name: str = "normalized",
     eps: float = DEFAULT_EPS,
     overwrite: bool = False,
+    refresh: bool = False,
     scheduler: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> NormalizeReport:
@@ -302,45 +359,58 @@ def normalize_store(
     variable stays in the store's history. ``scheduler`` runs the work on a dask cluster
     (``"local:4"``, or a scheduler address); the numbers are the same as with threads.
 
+    ``refresh`` recomputes an existing variable ``name`` with the parameters it records
+    (source, excluded subjects, categories -- its categories file read again --, eps), in
+    one version: what to do when :func:`embstore.info` says it is stale. The other
+    parameters must then be left at their defaults.
+
     Examples
     --------
     >>> embstore.normalize_store("bv.store", exclude_subjects=["00270001"])  # doctest: +SKIP
+    >>> embstore.normalize_store("bv.store", refresh=True)                   # doctest: +SKIP
     """
+    given = _Parameters(tuple(exclude_subjects), categories, mask_outside, variable, eps)
+    if refresh and given != _Parameters():
+        msg = "refresh=True takes the parameters recorded with the variable; give no others"
+        raise EmbstoreError(msg)
     _check_name(name, variable)
     location = parse_location(store)
 
     def work(tx: Transaction) -> NormalizeReport:
-        planned = _planned(name)
-        check_replaceable(tx, planned, overwrite=overwrite, derived={name}, kind="normalized")
+        params = _Parameters.recorded(tx.require_state(), name, location) if refresh else given
+        check_replaceable(
+            tx, _planned(name), overwrite=overwrite or refresh, derived={name}, kind="normalized"
+        )
         ds = normalize(
             open_lazily(store, version=tx.parent),  # reads only the labels it needs
-            exclude_subjects=exclude_subjects,
-            categories=categories,
-            mask_outside=mask_outside,
-            variable=variable,
+            exclude_subjects=params.exclude_subjects,
+            categories=params.categories,
+            mask_outside=params.mask_outside,
+            variable=params.variable,
             name=name,
-            eps=eps,
+            eps=params.eps,
         )
         with dask_scheduler(scheduler):
             constant = _write_variable(
                 tx,
                 ds,
                 name,
-                variable,
-                overwrite=overwrite,
+                params.variable,
+                overwrite=overwrite or refresh,
                 distributed=distributed_scheduler(scheduler),
                 progress=progress,
             )
         attrs = provenance(ds[name])
-        tx.message = f"normalize {variable} -> {name}"
+        tx.message = f"{'refresh' if refresh else 'normalize'} {params.variable} -> {name}"
         tx.metadata.update(rows=attrs["rows"], rows_used=attrs["rows_used"], variable=name)
         return NormalizeReport(
             store=str(location),
             name=name,
             rows=attrs["rows"],
             rows_used=attrs["rows_used"],
-            exclude_subjects=list(exclude_subjects),
+            exclude_subjects=list(params.exclude_subjects),
             constant_features=constant,
+            refreshed=refresh,
         )
 
     report = run_transaction(

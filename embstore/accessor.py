@@ -28,6 +28,7 @@ class EmbDatasetAccessor:
     >>> ds.emb.normalize(exclude_subjects=["00270001"]).normalized          # doctest: +SKIP
     >>> ds.emb.neighbors("ball/00270001_12_month_level_avg.npy", k=5)       # doctest: +SKIP
     >>> ds.emb.provenance["provenance"][-1]["action"]                       # doctest: +SKIP
+    >>> ds.emb.stale  # {"normalized": [why it is stale]}                  # doctest: +SKIP
     """
 
     def __init__(self, obj: xr.Dataset) -> None:
@@ -54,6 +55,16 @@ class EmbDatasetAccessor:
     def provenance(self) -> dict[str, Any]:
         """The store's decoded provenance (:func:`embstore.store.views.provenance`)."""
         return provenance(self._obj)
+
+    @property
+    def stale(self) -> dict[str, list[str]]:
+        """``{variable: reasons}`` for each derived variable whose inputs changed since it
+        was computed, e.g. ``{"normalized": ["subject of 941 rows changed since it was
+        computed"]}``; ``{}`` when all are fresh
+        (:func:`embstore.store.variables.stale_variables`; reads labels, not vectors)."""
+        from .store.variables import stale_variables
+
+        return stale_variables(self._obj)
 
 
 @xr.register_dataarray_accessor("emb")
