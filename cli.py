@@ -16,6 +16,7 @@ import json
 import logging
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -89,10 +90,15 @@ Format = StrEnum("Format", {name.replace("-", "_"): name for name in FORMAT_NAME
 _debug = False
 
 
+#: Where the warnings of libraries go: the log shown with ``--debug``, never the terminal.
+WARNINGS_LOG = "embstore.warnings"
+
+
 @app.callback()
 def _options(
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show the traceback of every error.")
+        bool,
+        typer.Option("--debug", help="Show the traceback of every error, and libraries' warnings."),
     ] = False,
 ) -> None:
     """Store, normalize, inspect and export embeddings in labelled Zarr stores."""
@@ -133,6 +139,32 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` for commands: one debug line in the log, not the terminal."""
+    text = one_line(" ".join(str(message).split()))
+    where = f"{Path(filename).name}:{lineno}"
+    logging.getLogger(WARNINGS_LOG).debug("%s: %s (%s)", category.__name__, text, where)
+
+
+@contextlib.contextmanager
+def _warnings_to_log() -> Iterator[None]:
+    """Libraries' warnings (torch, h5netcdf, dask...) go to the log shown with ``--debug``,
+    one line each; without it the terminal shows only the command's own lines."""
+    logging.getLogger(WARNINGS_LOG).setLevel(logging.DEBUG if _debug else logging.WARNING)
+    logging.getLogger("embstore").setLevel(logging.DEBUG if _debug else logging.NOTSET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = _log_warning
+        yield
+
+
 def _command(func: F) -> F:
     """Register ``func`` as a command that turns user and environment errors into one line."""
 
@@ -146,7 +178,7 @@ def _command(func: F) -> F:
             force=True,
         )
         try:
-            with _sigterm_interrupts():
+            with _sigterm_interrupts(), _warnings_to_log():
                 return func(*args, **kwargs)
         except (EmbstoreError, OSError) as exc:
             if _debug:
@@ -191,7 +223,8 @@ def _progress(
         _Rate(unit),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err, transient=True) as bar:
+    # a bar only on a terminal: redirected to a file it would leave a blank line
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task(what, total=None)
 
         def update(done: int, total: int) -> None:
@@ -279,12 +312,18 @@ def normalize_cmd(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing variable of that name.")
     ] = False,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh", help="Recompute the variable --name with the parameters it recorded."
+        ),
+    ] = False,
     scheduler: Scheduler = None,
     quiet: Quiet = False,
 ) -> None:
     """Feature-wise normalization with subjects excluded from the statistics only.
 
-    One new version holds the variable and its statistics."""
+    One new version holds the variable and its statistics; --refresh recomputes a stale one."""
     with _progress(quiet, "normalize") as progress:
         report = embstore.normalize_store(
             store,
@@ -295,6 +334,7 @@ def normalize_cmd(
             name=name,
             eps=eps,
             overwrite=overwrite,
+            refresh=refresh,
             scheduler=scheduler,
             progress=progress,
         )
@@ -356,6 +396,10 @@ def export_cmd(
         bool, typer.Option("--overwrite", help="Replace OUT if it exists.")
     ] = False,
     version: Version = None,
+    allow_stale: Annotated[
+        bool,
+        typer.Option("--allow-stale", help="Export a stale derived variable as it is."),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Write a variable as a .npy tree (original relative paths), a .pt dict, HDF5 or Zarr."""
@@ -367,6 +411,7 @@ def export_cmd(
             variable=variable,
             overwrite=overwrite,
             version=version,
+            allow_stale=allow_stale,
             progress=progress,
         )
     _say(quiet, report.summary())
@@ -399,7 +444,10 @@ def validate_cmd(
             err.print(f"[red]error:[/red] {line}", highlight=False)
         for line in report.warnings:
             err.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
-        _say(quiet, f"{store}: {'valid' if report.ok else f'{len(report.errors)} problem(s)'}")
+        verdict = "valid" if report.ok else f"{len(report.errors)} problem(s)"
+        if report.warnings:
+            verdict += f", {len(report.warnings)} warning(s)"
+        _say(quiet, f"{store}: {verdict}")
     if not report.ok:
         raise typer.Exit(1)
 

@@ -23,6 +23,7 @@ _API: dict[str, tuple[str, str | None]] = {
     "EmbstoreError": (".errors", "EmbstoreError"),
     "SchemaError": (".errors", "SchemaError"),
     "StoreError": (".errors", "StoreError"),
+    "StaleVariableError": (".errors", "StaleVariableError"),
     "ExportReport": ("._export", "ExportReport"),
     "export": ("._export", "export"),
     "ValidationReport": ("._info", "ValidationReport"),
@@ -50,6 +51,7 @@ _API: dict[str, tuple[str, str | None]] = {
     "upgrade": (".store.migrate", "upgrade"),
     "prepare_dataset": (".store.views", "prepare_dataset"),
     "provenance": (".store.views", "provenance"),
+    "stale_variables": (".store.variables", "stale_variables"),
 }
 
 __all__ = ["__version__", *sorted(_API)]
@@ -81,9 +83,17 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks
     from ._neighbors import neighbors
     from ._normalize import NormalizeReport, normalize, normalize_store
     from .demo import run_demo
-    from .errors import BadInputError, DuplicatePathError, EmbstoreError, SchemaError, StoreError
+    from .errors import (
+        BadInputError,
+        DuplicatePathError,
+        EmbstoreError,
+        SchemaError,
+        StaleVariableError,
+        StoreError,
+    )
     from .store.history import GcReport, RestoreReport, VersionInfo, gc, log, restore, tag
     from .store.migrate import UpgradeReport, upgrade
     from .store.read import open_store as open  # noqa: A004
+    from .store.variables import stale_variables
     from .store.views import prepare_dataset, provenance
     from .store.writer import StoreWriter, create_store

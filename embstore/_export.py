@@ -18,10 +18,11 @@ from pathlib import Path
 import xarray as xr
 
 from ._fs import replacing
-from .errors import EmbstoreError
+from .errors import EmbstoreError, StaleVariableError
 from .formats import FORMATS, get_format
 from .store import SAMPLE, open_store, parse_location
 from .store.repo import reads_store
+from .store.variables import stale_reasons
 from .store.views import provenance
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def export(
     variable: str = "embedding",
     overwrite: bool = False,
     version: str | None = None,
+    allow_stale: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> ExportReport:
     """Write ``variable`` of ``store`` to ``out`` in ``format`` (a name in ``FORMATS``).
@@ -74,6 +76,10 @@ def export(
     ``hdf5`` and ``zarr`` write datasets that plain xarray opens and ``embstore ingest`` reads
     back. N rows give N files (entries) or an :class:`EmbstoreError` before anything is
     written; nothing is ever written outside ``out``.
+
+    A stale derived variable (its inputs changed since it was computed: later rows, relabelled
+    rows it excluded, ...) is refused with :class:`~embstore.errors.StaleVariableError` unless
+    ``allow_stale``; then the rows it covers are written as they are.
     """
     fmt = get_format(format)
     ds = open_store(store, version=version)
@@ -91,6 +97,13 @@ def export(
         raise EmbstoreError(f"{out}: exists (pass overwrite=True to replace it)")
     if not out.parent.is_dir():
         raise EmbstoreError(f"{out.parent}: does not exist (the folder to export into)")
+    stale = stale_reasons(ds, variable, store=store)
+    if stale and not allow_stale:
+        msg = (
+            f"{store}: {variable!r} is stale ({'; '.join(stale)}); recompute it (refresh=True)"
+            " or pass allow_stale=True to export it as it is"
+        )
+        raise StaleVariableError(msg)
     rows, total = covered_rows(ds, variable), int(ds.sizes[SAMPLE])
     if rows < total:
         log.warning("%s covers %d of %d rows; exporting those", variable, rows, total)

@@ -15,6 +15,7 @@ from ._export import covered_rows
 from .store import FEATURE, ROOT_ATTR, SAMPLE, open_store, readonly_group
 from .store.repo import read_state, reads_store, short
 from .store.schema import describe_metadata, schema_errors
+from .store.variables import stale_reasons, stale_variables
 from .store.views import provenance
 
 #: How many example values / paths a listing shows.
@@ -26,6 +27,9 @@ def info(store: str | os.PathLike[str], *, version: str | None = None) -> dict[s
     """Describe a store (its newest version, or ``version``): size, labels and their
     cardinalities, variables with provenance and coverage, flagged (non-finite) rows, and the
     provenance log. Reads labels, not vectors.
+
+    Each row variable has a ``status``: ``"complete"``, or ``"stale: <reasons>"`` when a
+    derived variable's inputs changed since it was computed (``stale`` lists the reasons).
 
     Examples
     --------
@@ -60,10 +64,10 @@ def info(store: str | os.PathLike[str], *, version: str | None = None) -> dict[s
         if ROOT_ATTR in var.attrs:
             entry["provenance"] = provenance(var)
         if var.dims[:1] == (SAMPLE,):
-            covered = covered_rows(ds, str(name))
-            entry["rows_covered"] = covered
+            entry["rows_covered"] = covered_rows(ds, str(name))
+            entry["stale"] = stale_reasons(ds, str(name), store=store)
             entry["status"] = (
-                "complete" if covered == rows else f"stale: covers {covered} of {rows} rows"
+                "stale: " + "; ".join(entry["stale"]) if entry["stale"] else "complete"
             )
         variables[str(name)] = entry
     return {
@@ -109,6 +113,8 @@ def validate(
     size differs, duplicate or empty paths, ages below -1. With ``deep`` every chunk of every
     array is read, so a missing or garbled chunk object is found (one error per array).
     A repository that cannot be opened at all raises a one-line :class:`StoreError`.
+    Warnings: derived variables that are stale (their inputs changed since they were
+    computed; see :func:`embstore.store.variables.stale_reasons`).
     """
     report = ValidationReport(str(store))
     location, _, group = readonly_group(store, version)
@@ -136,6 +142,8 @@ def validate(
         report.errors.append(f"{int((paths == '').sum())} row(s) with an empty path")
     if "age_mo" in ds.coords and (np.asarray(ds["age_mo"].values) < -1).any():
         report.errors.append("age_mo holds values below -1 (-1 is the only missing marker)")
+    for name, reasons in stale_variables(ds, store=store).items():
+        report.warnings.append(f"{name} is stale: {'; '.join(reasons)}")
     if deep:
         for name, array in group.arrays():
             report.chunks_read += _read_every_chunk(name, array, report)

@@ -47,9 +47,13 @@ class IngestReport:
     nonfinite: list[str] = field(default_factory=list)
     rows: int = 0
     outside_categories: int = 0
+    #: True when this ingest created the store (a mistyped path shows).
+    created: bool = False
 
     def summary(self) -> str:
         parts = [f"added {self.rows_added} rows", f"store has {self.rows}"]
+        if self.created:
+            parts[0] = f"created a new store; {parts[0]}"
         if self.already_stored:
             parts.append(f"{self.already_stored} already stored (skipped)")
         if self.bad:
@@ -125,7 +129,7 @@ def ingest(
     --------
     >>> report = embstore.ingest(["emb/"], store="new.store", layout="babyview")
     >>> report.summary()
-    'added 24 rows, store has 24'
+    'created a new store; added 24 rows, store has 24'
     """
     if batch_rows is None:
         batch_rows = DEFAULT_BATCH_ROWS
@@ -282,6 +286,7 @@ class _Run:
                 row_chunk=self.row_chunk,
             )
             self.writer.start_run("ingest", **self.plan.run_info)
+            self.report.created = True
         self._collect(keep=COMMITS_IN_FLIGHT - 1)
         if self.writer is not None and len(paths):
             self.pending.append(self.committer.submit(self.writer.append, paths, vectors, labels))
@@ -330,6 +335,7 @@ def _ingest_pt_files_in_parallel(
     get_layout(options["layout"], pattern=options["pattern"])  # fail fast on a bad layout
     total = sum(_pt_entries(f) for f in files)
     report = IngestReport(store=str(options["store"]))
+    created = not is_store(options["store"])
     errors: list[BaseException] = []
     context = multiprocessing.get_context("spawn")  # no fork of a process running zarr threads
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -351,6 +357,7 @@ def _ingest_pt_files_in_parallel(
     if errors:
         raise errors[0]
     report.rows = StoreWriter(options["store"]).rows
+    report.created = created
     return report
 
 

@@ -19,19 +19,24 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
-import zarr
-from icechunk.dask import store_dask
 
-from ._progress import RowCountingTarget
 from ._version import __version__
 from .errors import EmbstoreError, StoreError
 from .labels import check_name, read_categories
 from .scheduler import dask_scheduler, distributed_scheduler
 from .store import parse_location, run_transaction
-from .store.layout import FEATURE, MATRIX_COMPRESSORS, ROOT_ATTR, SAMPLE, now
+from .store.layout import FEATURE, ROOT_ATTR, SAMPLE, now
 from .store.location import StoreLike
 from .store.read import open_lazily
+from .store.repo import StoreState
 from .store.transaction import Transaction
+from .store.variables import (
+    INPUTS_KEY,
+    NewVariable,
+    add_variables,
+    check_replaceable,
+    record_inputs,
+)
 from .store.views import provenance
 
 log = logging.getLogger(__name__)
@@ -147,6 +152,13 @@ def normalize(
         "ddof": 0,
         "time": now(),
         "embstore_version": __version__,
+        INPUTS_KEY: record_inputs(
+            ds,
+            source=variable,
+            labels=_labels_read(exclude_subjects, listed),
+            categories=listed,
+            categories_file=categories if isinstance(categories, str | os.PathLike) else None,
+        ),
     }
     out = masked_outside(out, ds, attrs)
     return ds.assign(
@@ -160,6 +172,12 @@ def normalize(
             ),
         }
     )
+
+
+def _labels_read(exclude_subjects: Sequence[str], categories: Sequence[str] | None) -> list[str]:
+    """The label columns the statistics of a normalize depend on."""
+    read = ["subject"] if exclude_subjects else []
+    return [*read, *(["category"] if categories is not None else []), "nonfinite"]
 
 
 def masked_outside(values: da.Array, ds: xr.Dataset, attrs: dict[str, Any]) -> da.Array:
@@ -181,8 +199,9 @@ def feature_moments(x: da.Array) -> tuple[da.Array, da.Array]:
     """
     features = x.shape[1]
     x = x.rechunk({1: -1})
-    per_chunk = x.map_blocks(
+    per_chunk = da.map_blocks(
         _chunk_moments,
+        x,
         new_axis=2,
         chunks=((1,) * x.numblocks[0], (3,), (features,)),
         dtype=np.float64,
@@ -250,7 +269,7 @@ def _scale(mean: Any, std: Any, count: Any, eps: float) -> Any:
 def _apply(x: Any, mean: Any, scale: Any) -> Any:
     if isinstance(x, da.Array) and isinstance(mean, np.ndarray) and isinstance(scale, np.ndarray):
         # concrete statistics: one float64 copy per chunk, scaled in place
-        return x.map_blocks(_scale_block, mean, scale, dtype=np.float32)
+        return da.map_blocks(_scale_block, x, mean, scale, dtype=np.float32)
     return ((x - mean) / scale).astype(np.float32)
 
 
@@ -271,16 +290,52 @@ class NormalizeReport:
     rows_used: int
     exclude_subjects: list[str]
     constant_features: list[int]
+    refreshed: bool = False
 
     def summary(self) -> str:
+        verb = "refreshed" if self.refreshed else "wrote"
         text = (
-            f"wrote {self.name!r} for {self.rows} rows; statistics over {self.rows_used} rows"
+            f"{verb} {self.name!r} for {self.rows} rows; statistics over {self.rows_used} rows"
             f" (excluded subjects: {', '.join(self.exclude_subjects) or 'none'})"
         )
         if self.constant_features:
             shown = ", ".join(map(str, self.constant_features[:10]))
             text += f"; {len(self.constant_features)} constant feature(s) scaled by 1: {shown}"
         return text
+
+
+@dataclass(frozen=True)
+class _Parameters:
+    """What a normalize computes from: given, or recorded by an earlier one (refresh)."""
+
+    exclude_subjects: Sequence[str] = ()
+    categories: str | os.PathLike[str] | Sequence[str] | None = None
+    mask_outside: bool = False
+    variable: str = "embedding"
+    eps: float = DEFAULT_EPS
+
+    @classmethod
+    def recorded(cls, state: StoreState, name: str, location: object) -> _Parameters:
+        """The parameters ``name`` was computed with (its categories file read again)."""
+        meta = state.arrays.get(name)
+        if meta is None:
+            raise StoreError(f"{location}: no variable {name!r} to refresh")
+        prov = (meta.get("attributes") or {}).get(ROOT_ATTR) or {}
+        if not isinstance(prov, dict) or "exclude_subjects" not in prov or "source" not in prov:
+            raise StoreError(
+                f"{location}: {name!r} is not a normalized variable; cannot refresh it"
+            )
+        file = (prov.get(INPUTS_KEY) or {}).get("categories_file")
+        categories = file if file and os.path.isfile(file) else prov.get("categories")
+        if file and categories is not file:
+            log.warning("%s: categories file %s is gone; using the list recorded", location, file)
+        return cls(
+            exclude_subjects=list(prov["exclude_subjects"]),
+            categories=categories,
+            mask_outside=bool(prov.get("mask_outside", False)),
+            variable=str(prov["source"]),
+            eps=float(prov.get("eps", DEFAULT_EPS)),
+        )
 
 
 def normalize_store(
@@ -293,6 +348,7 @@ def normalize_store(
     name: str = "normalized",
     eps: float = DEFAULT_EPS,
     overwrite: bool = False,
+    refresh: bool = False,
     scheduler: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> NormalizeReport:
@@ -304,40 +360,60 @@ def normalize_store(
     variable stays in the store's history. ``scheduler`` runs the work on a dask cluster
     (``"local:4"``, or a scheduler address); the numbers are the same as with threads.
 
+    ``refresh`` recomputes an existing variable ``name`` with the parameters it records
+    (source, excluded subjects, categories -- its categories file read again --, eps), in
+    one version: what to do when :func:`embstore.info` says it is stale. The other
+    parameters must then be left at their defaults.
+
     Examples
     --------
     >>> embstore.normalize_store("bv.store", exclude_subjects=["00270001"]).rows_used
     16
+    >>> embstore.normalize_store("bv.store", refresh=True).rows_used
+    16
     """
+    given = _Parameters(tuple(exclude_subjects), categories, mask_outside, variable, eps)
+    if refresh and given != _Parameters():
+        msg = "refresh=True takes the parameters recorded with the variable; give no others"
+        raise EmbstoreError(msg)
     _check_name(name, variable)
     location = parse_location(store)
 
     def work(tx: Transaction) -> NormalizeReport:
-        state = tx.require_state()
-        _check_replaceable(location, state, name, overwrite)
+        params = _Parameters.recorded(tx.require_state(), name, location) if refresh else given
+        check_replaceable(
+            tx, _planned(name), overwrite=overwrite or refresh, derived={name}, kind="normalized"
+        )
         ds = normalize(
-            open_lazily(location, version=tx.parent),  # reads only the labels it needs
-            exclude_subjects=exclude_subjects,
-            categories=categories,
-            mask_outside=mask_outside,
-            variable=variable,
+            open_lazily(store, version=tx.parent),  # reads only the labels it needs
+            exclude_subjects=params.exclude_subjects,
+            categories=params.categories,
+            mask_outside=params.mask_outside,
+            variable=params.variable,
             name=name,
-            eps=eps,
+            eps=params.eps,
         )
         with dask_scheduler(scheduler):
             constant = _write_variable(
-                tx, ds, name, variable, distributed_scheduler(scheduler), progress
+                tx,
+                ds,
+                name,
+                params.variable,
+                overwrite=overwrite or refresh,
+                distributed=distributed_scheduler(scheduler),
+                progress=progress,
             )
         attrs = provenance(ds[name])
-        tx.message = f"normalize {variable} -> {name}"
+        tx.message = f"{'refresh' if refresh else 'normalize'} {params.variable} -> {name}"
         tx.metadata.update(rows=attrs["rows"], rows_used=attrs["rows_used"], variable=name)
         return NormalizeReport(
             store=str(location),
             name=name,
             rows=attrs["rows"],
             rows_used=attrs["rows_used"],
-            exclude_subjects=list(exclude_subjects),
+            exclude_subjects=list(params.exclude_subjects),
             constant_features=constant,
+            refreshed=refresh,
         )
 
     report = run_transaction(
@@ -351,24 +427,9 @@ def normalize_store(
     return report
 
 
-def _check_replaceable(path: Any, state: Any, name: str, overwrite: bool) -> None:
-    """Only an earlier normalize's own arrays may be replaced, and only with ``overwrite``."""
-    expected = {name: (SAMPLE, FEATURE), f"{name}_mean": (FEATURE,), f"{name}_std": (FEATURE,)}
-    for array, dims in expected.items():
-        meta = state.arrays.get(array)
-        if meta is None:
-            continue
-        derived = tuple(meta.get("dimension_names") or ()) == dims and (
-            array != name or "source" in meta.get("attributes", {}).get(ROOT_ATTR, {})
-        )
-        if not derived:
-            raise StoreError(
-                f"{path}: {array!r} is not a normalized variable; choose another name"
-            )
-        if not overwrite:
-            raise StoreError(
-                f"{path}: variable {array!r} exists (pass overwrite=True to replace it)"
-            )
+def _planned(name: str) -> dict[str, tuple[str, ...]]:
+    """The arrays a normalize named ``name`` writes, and their dims."""
+    return {name: (SAMPLE, FEATURE), f"{name}_mean": (FEATURE,), f"{name}_std": (FEATURE,)}
 
 
 def _check_name(name: str, variable: str) -> None:
@@ -380,45 +441,37 @@ def _write_variable(
     ds: xr.Dataset,
     name: str,
     variable: str,
+    *,
+    overwrite: bool,
     distributed: bool,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[int]:
-    """Compute statistics (one pass), then write the normalized matrix (one pass) into the
-    transaction, replacing an earlier variable of that name."""
+    """Compute statistics (one pass), then hand the normalized matrix (written in one more
+    pass) and the statistics to the store, replacing an earlier variable of that name."""
     mean, std = dask.compute(ds[f"{name}_mean"].data, ds[f"{name}_std"].data)
     attrs = provenance(ds[name])
     constant = np.flatnonzero(constant_features(mean, std, attrs["rows_used"])).tolist()
     attrs["constant_features"] = constant
-    source = tx.group[variable]
-    for array in (name, f"{name}_mean", f"{name}_std"):
-        if array in tx.group:
-            del tx.group[array]
-    for suffix, values in (("_mean", mean), ("_std", std)):
-        stats = tx.group.create_array(
-            f"{name}{suffix}",
-            shape=values.shape,
-            chunks=values.shape,
-            dtype="float64",
-            dimension_names=(FEATURE,),
-            attributes=dict(ds[f"{name}{suffix}"].attrs),
-        )
-        stats[:] = values
     # the statistics are concrete now: this graph only reads, scales and writes chunks
     normalized = _apply(
         ds[variable].data, mean, _scale(mean, std, attrs["rows_used"], attrs["eps"])
     )
     normalized = masked_outside(normalized, ds, attrs)
-    coords = source.attrs.get("coordinates", "path nonfinite")
-    if not distributed:
-        target = _create_matrix(tx, name, source, coords, attrs)
-        # progress counts rows written; the statistics pass above shows none
-        into = RowCountingTarget(target, progress, source.shape[0]) if progress else target
-        da.store(normalized, into, lock=False)
-    else:  # workers write into forks of the (staged) session; their changes merge back
-        _create_matrix(tx, name, source, coords, attrs)
-        fork = tx.fork()
-        target = zarr.open_array(fork.store, path=name, mode="r+")
-        tx.session.merge(store_dask(sources=[normalized], targets=[target]))
+    arrays = {
+        f"{name}_mean": NewVariable(mean, (FEATURE,), dict(ds[f"{name}_mean"].attrs)),
+        f"{name}_std": NewVariable(std, (FEATURE,), dict(ds[f"{name}_std"].attrs)),
+        name: NewVariable(normalized, (SAMPLE, FEATURE), {ROOT_ATTR: attrs}),
+    }
+    add_variables(
+        tx,
+        arrays,
+        like=variable,
+        overwrite=overwrite,
+        derived={name},
+        kind="normalized",
+        distributed=distributed,
+        progress=progress,
+    )
     if constant:
         log.warning(
             "%d feature(s) have ~zero variance and were scaled by 1: %s",
@@ -426,18 +479,3 @@ def _write_variable(
             constant[:20],
         )
     return constant
-
-
-def _create_matrix(
-    tx: Transaction, name: str, source: zarr.Array, coords: str, attrs: dict[str, Any]
-) -> zarr.Array:
-    return tx.group.create_array(
-        name,
-        shape=source.shape,
-        chunks=source.chunks,
-        dtype="float32",
-        fill_value=float("nan"),
-        dimension_names=(SAMPLE, FEATURE),
-        compressors=MATRIX_COMPRESSORS,
-        attributes={"coordinates": coords, ROOT_ATTR: attrs},
-    )

@@ -32,6 +32,8 @@ class EmbDatasetAccessor:
     5
     >>> ds.emb.provenance["provenance"][-1]["action"]
     'ingest'
+    >>> ds.emb.stale  # {variable: [why it is stale]}
+    {}
     """
 
     def __init__(self, obj: xr.Dataset) -> None:
@@ -58,6 +60,16 @@ class EmbDatasetAccessor:
     def provenance(self) -> dict[str, Any]:
         """The store's decoded provenance (:func:`embstore.store.views.provenance`)."""
         return provenance(self._obj)
+
+    @property
+    def stale(self) -> dict[str, list[str]]:
+        """``{variable: reasons}`` for each derived variable whose inputs changed since it
+        was computed, e.g. ``{"normalized": ["subject of 941 rows changed since it was
+        computed"]}``; ``{}`` when all are fresh
+        (:func:`embstore.store.variables.stale_variables`; reads labels, not vectors)."""
+        from .store.variables import stale_variables
+
+        return stale_variables(self._obj)
 
 
 @xr.register_dataarray_accessor("emb")

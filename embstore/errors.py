@@ -34,6 +34,10 @@ class SchemaError(StoreError):
     """The store does not conform to its schema."""
 
 
+class StaleVariableError(EmbstoreError):
+    """A derived variable's inputs changed since it was computed, and freshness matters."""
+
+
 class DuplicatePathError(EmbstoreError):
     """A row's ``path`` is already in the store and duplicates were asked to be rejected."""
 

@@ -46,7 +46,9 @@ def _open(path: Path) -> xr.Dataset:
     sys.unraisablehook = quiet
     try:
         try:
-            return xr.open_dataset(path, engine="h5netcdf", chunks={})
+            # phony_dims="sort": HDF5 datasets without dimension scales (files other tools
+            # wrote) get netCDF-C's dimension names, and h5netcdf does not warn about them
+            return xr.open_dataset(path, engine="h5netcdf", chunks={}, phony_dims="sort")
         except Exception as exc:  # noqa: BLE001 - whatever a broken file makes h5py raise
             problem = f"not a readable HDF5/netCDF dataset ({first_line(exc)})"
         gc.collect()

@@ -8,6 +8,7 @@ needs code to unpickle is refused, never executed. Write: ``torch.save`` of
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,9 @@ import xarray as xr
 
 from .base import BadRow, Format, Progress, SourceBatch, blocks, duplicate_key, stack
 from .torchzip import VectorDict, read_vector_dict
+
+#: torch's warning for a legacy ``.pt`` pickled with a protocol other than 2.
+_PICKLE_PROTOCOL_WARNING = r"Detected pickle protocol \d+ in the checkpoint"
 
 
 class PtDictSource:
@@ -29,7 +33,11 @@ class PtDictSource:
     @property
     def data(self) -> VectorDict:
         if self._data is None:
-            self._data = read_vector_dict(self.file)
+            with warnings.catch_warnings():
+                # torch warns about any legacy file not pickled with protocol 2, just before
+                # the weights-only reader succeeds or is refused in one line of our own
+                warnings.filterwarnings("ignore", _PICKLE_PROTOCOL_WARNING, UserWarning)
+                self._data = read_vector_dict(self.file)
         return self._data
 
     def __len__(self) -> int:
@@ -50,7 +58,11 @@ class PtDictSource:
             kept = [i for i in range(start, stop) if not skip(keys[i])]
             bad = [BadRow(self.locate(keys[i]), problems[i]) for i in kept if i in problems]
             good = [i for i in kept if i not in problems] if bad else kept
-            vectors = data.rows(good, feature_size) if good else stack([], feature_size)
+            vectors = (
+                data.rows(np.asarray(good, dtype=np.int64), feature_size)
+                if good and feature_size is not None  # a good row has a size
+                else stack([], feature_size)
+            )
             paths = [keys[i] for i in good]
             yield SourceBatch(
                 paths,

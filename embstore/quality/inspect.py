@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 
+import pandas as pd
+
 from .._progress import Progress
 from ..errors import EmbstoreError
 from ..store.repo import reads_store
+from ..store.variables import stale_reasons
 from .stats import EXTREME_FACTOR, InspectResult, check_label, health, scan, summary
 
 
@@ -25,7 +28,8 @@ def inspect_store(
     scheduler: str | None = None,
 ) -> InspectResult:
     """Health checks and statistics over every row of ``variable`` (one lazy pass), and with
-    ``report`` a folder of PNGs plus a self-contained ``report.html``.
+    ``report`` a folder of PNGs plus a self-contained ``report.html``. A derived variable whose
+    inputs changed since it was computed fails the ``stale`` check.
 
     Parameters
     ----------
@@ -69,6 +73,7 @@ def inspect_store(
     with dask_scheduler(scheduler):
         sc = scan(ds, variable=variable, covariance=report is not None, progress=progress)
     checks = health(sc, source=ds, extreme_factor=extreme_factor)
+    checks = with_stale_check(checks, stale_reasons(ds, variable, store=store))
     stats = summary(sc, source=ds)
     result = InspectResult(str(store), variable, checks, stats, color_by=colour)
     if report is not None:
@@ -76,3 +81,17 @@ def inspect_store(
 
         result.report = str(write_report(ds, result, sc, report, sample=sample, seed=seed))
     return result
+
+
+def with_stale_check(checks: pd.DataFrame, reasons: list[str]) -> pd.DataFrame:
+    """``checks`` with a ``stale`` row: failed, with the reasons as examples, when a derived
+    variable's inputs changed since it was computed (so ``--strict`` fails on it)."""
+    row = {
+        "passed": not reasons,
+        "count": len(reasons),
+        "what": "derived variable whose inputs changed since it was computed",
+        "indices": [],
+        "examples": list(reasons),
+    }
+    extra = pd.DataFrame([row], index=pd.Index(["stale"], name=checks.index.name))
+    return pd.concat([checks, extra[checks.columns]])

@@ -17,6 +17,10 @@ from .location import StoreLike
 from .repo import read_state, readonly_group, unreadable_as_store_error
 from .views import prepare_dataset
 
+#: ``ds.encoding`` keys of a dataset read from a store: the version's id and the store.
+VERSION_ENCODING = "embstore_version_id"
+STORE_ENCODING = "embstore_store"
+
 
 def open_store(store: StoreLike, *, version: str | None = None) -> xr.Dataset:
     """Open a store (or one of its versions) as a lazy :class:`xarray.Dataset`.
@@ -72,5 +76,6 @@ def open_lazily(store: StoreLike, *, version: str | None = None) -> xr.Dataset:
     read_state(group, location=location)  # a clear StoreError for a foreign repository
     with unreadable_as_store_error(location):
         ds = xr.open_zarr(session.store, consolidated=False, chunks={})
-    ds.encoding["embstore_version_id"] = str(session.snapshot_id)
+    ds.encoding[VERSION_ENCODING] = str(session.snapshot_id)
+    ds.encoding[STORE_ENCODING] = str(location)
     return ds
