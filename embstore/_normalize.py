@@ -122,17 +122,7 @@ def normalize(
     n_used = int(used.sum())
     if n_used == 0:
         raise EmbstoreError("no rows left for the statistics after the exclusions")
-    selected = x if used.all() else x[np.flatnonzero(used)]
-    if "nonfinite" not in ds.coords:  # no label to trust: drop non-finite rows lazily
-        selected = selected.astype(np.float64)
-        finite = da.isfinite(selected).all(axis=1)
-        selected = da.where(finite[:, None], selected, np.nan)
-        mean, var = da.nanmean(selected, axis=0), da.nanvar(selected, axis=0)
-        count = finite.sum()
-    else:
-        mean, var = feature_moments(selected)
-        count = n_used
-    std = da.sqrt(var)
+    mean, std, count = _statistics(x, used, trust_nonfinite="nonfinite" in ds.coords)
     out = _apply(x, mean, _scale(mean, std, count, eps))
     outside = 0 if listed is None else int((~in_categories(ds, listed)).sum())
     if listed is not None:
@@ -172,6 +162,19 @@ def normalize(
             ),
         }
     )
+
+
+def _statistics(x: da.Array, used: np.ndarray, *, trust_nonfinite: bool) -> tuple[Any, Any, Any]:
+    """Lazy float64 (mean, std, count) over the rows ``used``; without a ``nonfinite`` label to
+    trust, rows holding NaN/inf are dropped from them lazily."""
+    selected = x if used.all() else x[np.flatnonzero(used)]
+    if trust_nonfinite:
+        mean, var = feature_moments(selected)
+        return mean, da.sqrt(var), int(used.sum())
+    selected = selected.astype(np.float64)
+    finite = da.isfinite(selected).all(axis=1)
+    selected = da.where(finite[:, None], selected, np.nan)
+    return da.nanmean(selected, axis=0), da.sqrt(da.nanvar(selected, axis=0)), finite.sum()
 
 
 def _labels_read(exclude_subjects: Sequence[str], categories: Sequence[str] | None) -> list[str]:

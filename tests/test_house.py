@@ -92,13 +92,7 @@ NOT_STORE_WRITES = {"embstore/formats/zarr.py", "embstore/testing/data.py"}
 #: Known offenders still to move into store/ (store/variables.py, issue 17 item 2): empty this
 #: table as they move; the test fails on an offender missing here AND on an entry that no longer
 #: offends, so the table stays exact.
-TO_MOVE_INTO_STORE = {
-    ("embstore/_normalize.py", "create_array"),
-    ("embstore/_normalize.py", "del group[...]"),
-    ("embstore/_normalize.py", "fork"),
-    ("embstore/_normalize.py", "store_dask"),
-    ("embstore/_normalize.py", "zarr.open_array(mode='r+')"),
-}
+TO_MOVE_INTO_STORE: set[tuple[str, str]] = set()  # emptied: normalize writes through store/
 
 
 def _writes(tree: ast.Module) -> Iterator[tuple[str, int]]:
@@ -141,11 +135,6 @@ def test_only_the_store_creates_replaces_or_commits_arrays():
     new = {k: v for k, v in found.items() if k not in TO_MOVE_INTO_STORE}
     listing = "\n".join(f"{path}:{lines}: {what}" for (path, what), lines in sorted(new.items()))
     assert new == {}, f"writes outside embstore/store/ (move them into the store):\n{listing}"
-
-
-@pytest.mark.parametrize("entry", sorted(TO_MOVE_INTO_STORE), ids=lambda e: f"{e[0]}:{e[1]}")
-def test_each_known_offender_still_offends_so_the_allow_list_stays_exact(entry):
-    assert entry in _writes_outside_store(), f"{entry} moved into store/: drop it from the list"
 
 
 def test_the_write_detector_sees_each_kind_of_write():
