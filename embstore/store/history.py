@@ -19,6 +19,7 @@ import zarr
 
 from .._version import __version__
 from ..errors import StoreError
+from .integrity import verify_graph
 from .layout import BRANCH, now
 from .location import StoreLike, parse_location
 from .repo import (
@@ -275,8 +276,8 @@ def gc(
         raise StoreError(f"{location}: older_than and safety_margin cannot be negative")
     repo = open_repository(location)
     with _commit_lock(location):
+        verify_graph(repo, where=str(location))  # refuse on a graph it cannot verify
         _, _, group = _tip(repo, location)
-        check_state(read_state(group, location=location), location=location)
         probe(group, location=location)
         when = datetime.now(UTC)
         with unreadable_as_store_error(location, "cannot collect garbage in"):

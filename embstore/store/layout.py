@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
 from ..labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR
 
 #: Root group attribute holding embstore's own metadata (schema version, rows, provenance...).
@@ -25,8 +27,13 @@ COORD_CHUNK = 131072
 TARGET_CHUNK_BYTES = 16 * 2**20
 #: Embedding matrices are stored uncompressed: float32 embeddings shrink by only ~7% under
 #: zstd or blosc+shuffle (measured on 768-d data), while compression made writes 2-4x and
-#: reads 2-6x slower. Labels keep zarr's default zstd (paths compress well).
-MATRIX_COMPRESSORS = None
+#: reads 2-6x slower. Labels keep zarr's default zstd (paths compress well). Every array of a
+#: new store carries a crc32c checksum per chunk, verified on every read (zarr v3's standard
+#: codec), so same-size corruption or a truncated chunk is an error, never silently wrong data.
+MATRIX_COMPRESSORS: tuple[Any, ...] = (Crc32cCodec(),)
+#: Codecs of every label array: zarr's default zstd, then the checksum of the compressed bytes
+#: (so a garbled chunk is named as such, never handed to the decompressor).
+LABEL_COMPRESSORS: tuple[Any, ...] = (ZstdCodec(level=0), Crc32cCodec())
 #: Rows committed together by ``ingest`` when not told (8 chunks of 4096 rows; ~100 MB of
 #: 768-d float32).
 DEFAULT_BATCH_ROWS = 32768

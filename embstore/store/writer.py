@@ -14,12 +14,13 @@ import numpy as np
 import zarr
 
 from .._version import __version__
-from ..errors import BadInputError, DuplicatePathError, StoreError
+from ..errors import BadInputError, DamagedStoreError, DuplicatePathError, StoreError
 from ..labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, check_label_name
 from .layout import (
     COORD_CHUNK,
     EXTRA_DIMS,
     FEATURE,
+    LABEL_COMPRESSORS,
     LABEL_KINDS,
     MATRIX_COMPRESSORS,
     SAMPLE,
@@ -28,6 +29,7 @@ from .layout import (
     label_kind,
     now,
 )
+from .integrity import has_checksums
 from .location import Location, StoreLike, parse_location
 from .repo import (
     StoreState,
@@ -51,6 +53,7 @@ def create_label_array(group: zarr.Group, name: str, rows: int, kind: str) -> za
         dtype=dtype,
         fill_value=fill,
         dimension_names=(SAMPLE,),
+        compressors=LABEL_COMPRESSORS,
     )
 
 
@@ -186,6 +189,7 @@ class StoreWriter:
         self._known_rows = 0
         self._paths: set[str] = set()
         self._run: dict[str, Any] | None = None
+        self._damaged = False  # a write was refused on a damaged store: record nothing more
         _, _, group = readonly_group(self.location)
         state = read_state(group, location=self.location)
         self._sync(group, state)
@@ -262,6 +266,10 @@ class StoreWriter:
         """Close the provenance entry (``complete``, ``failed`` or ``interrupted``), one commit."""
         if self._run is None:
             return
+        if status != "complete" and self._damaged:
+            # a refused write commits nothing, also no "failed" record on a damaged store
+            self._run = None
+            return
         run = {**self._run, "status": status, "finished": now(), **info}
 
         def work(tx: Transaction) -> None:
@@ -270,8 +278,14 @@ class StoreWriter:
             tx.message = f"{run['action']} {status}: {run['rows_added']} rows added"
             tx.metadata.update(rows=state.rows, status=status)
 
-        run_transaction(self.location, work, action=run["action"], message="finish run")
-        self._run = None
+        try:
+            run_transaction(self.location, work, action=run["action"], message="finish run")
+        except DamagedStoreError:
+            if status == "complete":
+                raise
+            # the failure being reported stands; nothing is written on a damaged store
+        finally:
+            self._run = None
 
     def _meta_with_run(
         self, state: StoreState, rows: int | None = None, run: dict[str, Any] | None = None
@@ -334,7 +348,11 @@ class StoreWriter:
             flagged = [p for p, f in zip(kept_paths, columns["nonfinite"], strict=True) if f]
             return AppendResult(stop - start, duplicates, stop, flagged)
 
-        result = run_transaction(self.location, work, action="append", message="append")
+        try:
+            result = run_transaction(self.location, work, action="append", message="append")
+        except DamagedStoreError:
+            self._damaged = True
+            raise
         if self._run is not None:
             self._run = self._run_after(len(result.duplicates), result.added)
         self._paths.update(p for p in paths)
@@ -463,7 +481,9 @@ def _write_rows(
     """
     new_labels = [n for n, v in columns.items() if n not in state.arrays and v.ndim == 1]
     for name in new_labels:
-        create_label_array(group, name, start, label_kind(name))
+        created = create_label_array(group, name, start, label_kind(name))
+        if start:  # written whole (integrity.py: a missing chunk is damage, not "missing")
+            created[:start] = LABEL_KINDS[label_kind(name)][1]
     for name, values in columns.items():
         if name not in state.arrays and values.ndim > 1:
             group.create_array(
@@ -483,6 +503,8 @@ def _write_rows(
         array.resize((stop, *array.shape[1:]))
         if name in columns:
             array[start:stop] = columns[name]
+        elif array.ndim == 1 and has_checksums(state.arrays[name]):
+            array[start:stop] = array.fill_value  # a label this batch lacks: missing, written
 
 
 def _update_coordinates_attr(group: zarr.Group, state: StoreState, new_labels: list[str]) -> None:
