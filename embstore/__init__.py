@@ -45,6 +45,8 @@ _API: dict[str, tuple[str, str | None]] = {
     "log": (".store.history", "log"),
     "tag": (".store.history", "tag"),
     "restore": (".store.history", "restore"),
+    "recover": (".store.history", "recover"),
+    "RecoverReport": (".store.history", "RecoverReport"),
     "gc": (".store.history", "gc"),
     "UpgradeReport": (".store.migrate", "UpgradeReport"),
     "upgrade": (".store.migrate", "upgrade"),
@@ -83,6 +85,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks
     from .demo import run_demo
     from .errors import BadInputError, DuplicatePathError, EmbstoreError, SchemaError, StoreError
     from .store.history import GcReport, RestoreReport, VersionInfo, gc, log, restore, tag
+    from .store.history import RecoverReport, recover
     from .store.migrate import UpgradeReport, upgrade
     from .store.read import open_store as open  # noqa: A004
     from .store.views import prepare_dataset, provenance

@@ -13,7 +13,10 @@ import zarr
 
 from ._export import covered_rows
 from .store import FEATURE, ROOT_ATTR, SAMPLE, open_store, readonly_group
-from .store.repo import read_state, reads_store, short
+from .errors import StoreError
+from .store import parse_location
+from .store.integrity import find_damage, intact_summary
+from .store.repo import open_repository, read_state, reads_store, short
 from .store.schema import describe_metadata, schema_errors
 from .store.views import provenance
 
@@ -111,6 +114,8 @@ def validate(
     A repository that cannot be opened at all raises a one-line :class:`StoreError`.
     """
     report = ValidationReport(str(store))
+    if deep and _damaged(store, report):
+        return report
     location, _, group = readonly_group(store, version)
     state = read_state(group, location=location)
     report.errors += schema_errors(describe_metadata(state.attrs, state.arrays))
@@ -139,7 +144,27 @@ def validate(
     if deep:
         for name, array in group.arrays():
             report.chunks_read += _read_every_chunk(name, array, report)
+        if report.errors:  # damaged chunks: name the intact versions on the same line
+            intact = intact_summary(parse_location(store), open_repository(store))
+            report.errors = [f"{store}: {e}; {intact}" for e in report.errors]
     return report
+
+
+def _damaged(store: str | os.PathLike[str], report: ValidationReport) -> bool:
+    """Deep validation's look at the objects (ref, snapshots, manifests, transaction logs):
+    one error line per damaged object, naming the intact versions; True if any."""
+    location = parse_location(store)
+    try:
+        repo = open_repository(location)
+    except StoreError:
+        if location.path is None or not (location.path / "snapshots").is_dir():
+            raise  # not a repository at all: one line, as without --deep
+        repo = None
+    problems = find_damage(location, repo)
+    if problems:
+        intact = intact_summary(location, repo)
+        report.errors += [f"{problem}; {intact}" for problem in problems]
+    return bool(problems)
 
 
 def _read_every_chunk(name: str, array: zarr.Array, report: ValidationReport) -> int:

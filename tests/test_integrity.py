@@ -147,7 +147,12 @@ def test_a_snapshot_replaced_by_an_older_one_is_refused_everywhere(store, tree, 
         embstore.open(store)
     refuses_without_writing(store, tree, tmp_path)
     report = embstore.validate(store, deep=True)
-    assert not report.ok and any(versions[0] in e for e in report.errors)
+    (line,) = report.errors
+    assert versions[0] in line and f"intact versions: {versions[1]}" in line, line
+    # restore reaches the intact version without the damaged tip
+    embstore.restore(store, versions[1][:8])
+    assert embstore.validate(store, deep=True).ok
+    assert embstore.open(store).sizes["sample"] == 12
 
 
 def test_a_manifest_replaced_by_another_arrays_is_refused(store, tree, tmp_path):
@@ -168,11 +173,9 @@ def test_a_damaged_tip_manifest_makes_ingest_refuse_without_a_failed_record(
 def test_a_truncated_partial_chunk_refuses_the_append_that_would_rewrite_it(store, tree):
     # 18 rows in 4-row chunks: chunk 4 holds rows 16-17 and the next append rewrites it
     before_refs = tip_id(store)
-    nodes = snapshot_of(store, before_refs)
-    assert nodes
     chunks = sorted((store / "chunks").iterdir(), key=lambda p: p.stat().st_mtime_ns)
-    partial = next(p for p in reversed(chunks) if p.stat().st_size == 2 * DIM * 4 + 4)
-    truncate(partial)
+    for chunk in [p for p in chunks if p.stat().st_size == 4 * DIM * 4 + 4][-2:]:
+        truncate(chunk)  # the last commit's two embedding chunks, the partial one among them
     before = fingerprint(store)
     result = runner.invoke(cli.app, ["ingest", str(tree), "--store", str(store)])
     assert result.exit_code == 1 and "Traceback" not in result.output
@@ -209,3 +212,115 @@ def test_a_garbled_label_chunk_is_one_line_in_every_command(store, tree, tmp_pat
 
 def test_a_damage_error_is_a_store_error():
     assert issubclass(DamagedStoreError, StoreError)
+
+
+# -- restore and recover without the tip, the transaction logs or a history walk --------------
+
+
+def test_restore_needs_no_transaction_logs(store):
+    versions = [v.id for v in embstore.log(store)]
+    for log_file in (store / "transactions").iterdir():
+        log_file.unlink()
+    report = embstore.validate(store, deep=True)
+    assert not report.ok and any("transaction log" in e and "intact" in e for e in report.errors)
+    embstore.restore(store, versions[2])
+    ds = embstore.open(store)
+    assert ds.sizes["sample"] == 6
+    assert embstore.open(store, version=versions[0]).sizes["sample"] == 18
+
+
+@pytest.mark.parametrize("damage", ["garble-snapshot", "rm-snapshot", "rm-manifest"])
+def test_restore_reaches_a_tagged_version_past_a_damaged_tip(store, damage):
+    versions = [v.id for v in embstore.log(store)]
+    embstore.tag(store, "keep", version=versions[1])
+    tip = store / "snapshots" / versions[0]
+    if damage == "garble-snapshot":
+        flip(tip)
+    elif damage == "rm-snapshot":
+        tip.unlink()
+    else:
+        manifest_of(store, "embedding").unlink()
+    report = embstore.restore(store, "keep")
+    assert report.restored == versions[1]
+    ds = embstore.open(store)
+    assert ds.sizes["sample"] == 12 and embstore.validate(store, deep=True).ok
+    np.testing.assert_array_equal(
+        ds.embedding.values, embstore.open(store, version="keep").embedding.values
+    )
+
+
+def test_a_lost_branch_ref_is_recovered_from_the_newest_intact_snapshot(store, tree):
+    newest = tip_id(store)
+    (store / "refs" / "branch.main" / "ref.json").unlink()
+    before = fingerprint(store)
+    text = one_line_failure(["ingest", str(tree), "--store", str(store)], store)
+    assert "recover" in text and fingerprint(store) == before
+    result = runner.invoke(cli.app, ["validate", str(store), "--deep"])
+    assert result.exit_code == 1 and f"intact versions: {newest}" in result.output
+    assert fingerprint(store) == before  # validation never writes
+    result = runner.invoke(cli.app, ["recover", str(store)])
+    assert result.exit_code == 0, result.output
+    assert tip_id(store) == newest
+    after = fingerprint(store)
+    assert {k: v for k, v in after.items() if k in before} == before  # only added a ref
+    assert embstore.validate(store, deep=True).ok
+
+
+def test_a_lost_ref_and_a_replaced_newest_snapshot_recover_the_newest_intact(store):
+    versions = [v.id for v in embstore.log(store)]
+    (store / "refs" / "branch.main" / "ref.json").unlink()
+    shutil.copy(store / "snapshots" / versions[2], store / "snapshots" / versions[0])
+    embstore.recover(store)
+    assert tip_id(store) == versions[1]
+
+
+# -- crashes ---------------------------------------------------------------------------------
+
+
+def test_an_interrupted_creation_is_redone_by_the_next_ingest(tmp_path, tree):
+    import icechunk
+
+    store = tmp_path / "s"
+    icechunk.Repository.create(icechunk.local_filesystem_storage(str(store)))
+    shutil.rmtree(store / "refs")  # killed after the first snapshot, before the branch ref
+    result = runner.invoke(cli.app, ["ingest", str(tree), "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    assert embstore.open(store).sizes["sample"] > 0
+
+
+KILL_BETWEEN_RENAMES = """
+import os, sys
+import embstore
+real = os.rename
+calls = []
+def rename(a, b):
+    calls.append(a)
+    if len(calls) == 2:
+        os._exit(9)  # killed between two renames
+    real(a, b)
+os.rename = rename
+embstore.export(sys.argv[1], sys.argv[2], format="npy-tree", overwrite=True)
+"""
+
+
+def test_a_folder_export_overwrite_killed_midway_leaves_old_or_new(store, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    embstore.export(store, out, format="npy-tree")
+    files = sorted(p.relative_to(out) for p in out.rglob("*"))
+    run = subprocess.run([sys.executable, "-c", KILL_BETWEEN_RENAMES, str(store), str(out)])
+    assert run.returncode in (0, 9)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == files
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_leftovers_of_a_killed_export_are_repaired_and_cleaned(store, tmp_path):
+    out = tmp_path / "out"
+    embstore.export(store, out, format="npy-tree")
+    out.rename(tmp_path / ".out.abc.old")  # killed after the first of two renames
+    (tmp_path / ".out.def.partial").mkdir()
+    embstore.export(store, out, format="pt", overwrite=True)
+    assert out.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == []

@@ -18,8 +18,11 @@ and ``embedding`` only.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -190,3 +193,182 @@ def verify_graph(repo: icechunk.Repository, *, where: str) -> None:
     except icechunk.IcechunkError as exc:
         msg = f"{where}: the history after snapshot {expected} cannot be read ({_first(exc)})"
         raise DamagedStoreError(msg) from exc
+
+
+# -- finding intact versions without the ref, the tip, the transaction logs or a history walk --
+
+_OBJECT_FOLDERS = ("snapshots", "manifests", "chunks", "transactions")
+
+
+def snapshot_files(path: Any) -> list[str]:
+    """Ids of the snapshot files of a local repository folder (empty if none)."""
+    from pathlib import Path
+
+    folder = Path(path) / "snapshots"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+@contextlib.contextmanager
+def shadow_repository(path: Any) -> Iterator[icechunk.Repository]:
+    """Open a local repository READ-ONLY even when its branch ref is lost: a temporary folder
+    links to its objects and holds a ref of its own (the store is never written)."""
+    from pathlib import Path
+
+    from .layout import BRANCH
+
+    ids = snapshot_files(path)
+    if not ids:
+        raise DamagedStoreError(f"{path}: no snapshot files (not a repository)")
+    with tempfile.TemporaryDirectory(prefix="embstore-shadow-") as tmp:
+        for name in _OBJECT_FOLDERS:
+            if (Path(path) / name).is_dir():
+                os.symlink(Path(path).absolute() / name, Path(tmp) / name)
+        ref = Path(tmp) / "refs" / f"branch.{BRANCH}"
+        ref.mkdir(parents=True)
+        (ref / "ref.json").write_text(json.dumps({"snapshot": ids[0]}))
+        yield icechunk.Repository.open(icechunk.local_filesystem_storage(tmp))
+
+
+def intact_versions(repo: icechunk.Repository, candidates: Iterator[str] | list[str]) -> list:
+    """The snapshots among ``candidates`` that are embstore versions and pass
+    :func:`verify_version` (every chunk reference listed), newest first, as SnapshotInfo."""
+    found = []
+    for snapshot in candidates:
+        try:
+            info = check_snapshot_id(repo, snapshot, where="")
+            if info.parent_id is None or (info.metadata or {}).get("staging"):
+                continue
+            verify_version(repo, snapshot, where="", deep=True)
+        except Exception:  # noqa: BLE001 - any failure means "not intact"
+            continue
+        found.append(info)
+    return sorted(found, key=lambda i: i.written_at, reverse=True)
+
+
+def candidate_snapshots(repo: icechunk.Repository, path: Any | None) -> list[str]:
+    """Snapshots to look at for intact versions: the files of a local folder (no walk), or
+    the tags and what the history walk of ``main`` reaches on object storage."""
+    from .layout import BRANCH
+
+    if path is not None:
+        return snapshot_files(path)
+    ids: list[str] = []
+    with contextlib.suppress(Exception):
+        ids += [str(repo.lookup_tag(t)) for t in repo.list_tags()]
+    with contextlib.suppress(Exception):
+        ids += [i.id for i in repo.ancestry(branch=BRANCH)]
+    return list(dict.fromkeys(ids))
+
+
+def describe_intact(infos: list, tags: Mapping[str, list[str]] | None = None, limit: int = 5) -> str:
+    """``intact versions: A [tag], B, ...`` (newest first), or that none is."""
+    if not infos:
+        return "no intact version found"
+    tags = tags or {}
+    shown = [f"{i.id}" + (f" [{', '.join(tags[i.id])}]" if i.id in tags else "") for i in infos]
+    more = f" (+{len(shown) - limit} older)" if len(shown) > limit else ""
+    return "intact versions: " + ", ".join(shown[:limit]) + more
+
+
+def lost_ref(path: Any) -> str | None:
+    """Why a local repository's branch ref cannot be used, or None."""
+    from pathlib import Path
+
+    from .layout import BRANCH
+
+    ref = Path(path) / "refs" / f"branch.{BRANCH}" / "ref.json"
+    if not ref.is_file():
+        return f"branch ref {BRANCH!r} is lost ({ref.relative_to(path)} missing)"
+    try:
+        snapshot = json.loads(ref.read_text(encoding="utf-8"))["snapshot"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"branch ref {BRANCH!r} is garbled ({ref.relative_to(path)})"
+    if not (Path(path) / "snapshots" / str(snapshot)).is_file():
+        return f"branch ref {BRANCH!r} names snapshot {snapshot}, whose file is missing"
+    return None
+
+
+def find_damage(location: Any, repo: icechunk.Repository | None) -> list[str]:
+    """Every damaged object found without reading chunk data: the ref, the tip's snapshot
+    and manifests, the chain of parents, tagged versions, transaction logs (local)."""
+    from pathlib import Path
+
+    from .layout import BRANCH
+
+    where, path = str(location), location.path
+    if path is not None and (problem := lost_ref(path)) is not None:
+        return [f"{where}: {problem}"]
+    if repo is None:
+        return [f"{where}: the repository cannot be opened"]
+    problems = []
+    try:
+        verify_graph(repo, where=where)
+    except DamagedStoreError as exc:
+        problems.append(str(exc))
+    except Exception as exc:  # noqa: BLE001 - any failure to verify is the finding
+        problems.append(f"{where}: {_first(exc)}")
+    if path is not None and not problems:
+        with contextlib.suppress(Exception):
+            for info in repo.ancestry(branch=BRANCH):
+                log_file = Path(path) / "transactions" / info.id
+                if info.parent_id is not None and not log_file.is_file():
+                    problems.append(
+                        f"{where}: the transaction log of version {info.id} is missing "
+                        "(its data is intact; only the changes since its parent are unknown)"
+                    )
+    return problems
+
+
+def intact_summary(location: Any, repo: icechunk.Repository | None) -> str:
+    """``intact versions: ...`` for a store, found without its ref or a history walk."""
+    path = location.path
+    with contextlib.ExitStack() as stack:
+        if path is not None and (repo is None or lost_ref(path) is not None):
+            try:
+                repo = stack.enter_context(shadow_repository(path))
+            except Exception:  # noqa: BLE001
+                return "no intact version found"
+        if repo is None:
+            return "no intact version found"
+        tags: dict[str, list[str]] = {}
+        with contextlib.suppress(Exception):
+            for name in repo.list_tags():
+                tags.setdefault(str(repo.lookup_tag(name)), []).append(name)
+        return describe_intact(intact_versions(repo, candidate_snapshots(repo, path)), tags)
+
+
+def interrupted_creation(path: Any) -> bool:
+    """True if a local folder holds only what an interrupted ``Repository.create`` leaves:
+    Icechunk's empty first snapshot, no branch ref, no other object (nothing committed)."""
+    from pathlib import Path
+
+    root = Path(path)
+    names = {p.name for p in root.iterdir()}
+    if not names <= {"snapshots", "refs", "config.yaml", "embstore.lock", *_OBJECT_FOLDERS}:
+        return False
+    if (root / "refs").is_dir() and any((root / "refs").iterdir()):
+        return False
+    if any(any((root / f).iterdir()) for f in ("manifests", "chunks", "transactions") if f in names):
+        return False
+    ids = snapshot_files(root)
+    if len(ids) != 1:
+        return False
+    try:
+        with shadow_repository(root) as shadow:
+            return shadow.lookup_snapshot(ids[0]).parent_id is None
+    except Exception:  # noqa: BLE001 - not readable: not ours to remove
+        return False
+
+
+def remove_creation_debris(path: Any) -> None:
+    """Remove what :func:`interrupted_creation` found (no version refers to it)."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(path)
+    for name in ("snapshots", "refs", "config.yaml", *_OBJECT_FOLDERS):
+        target = root / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()

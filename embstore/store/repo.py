@@ -22,7 +22,7 @@ import icechunk
 import zarr
 
 from ..errors import DamagedStoreError, EmbstoreError, StoreError
-from .integrity import check_chunk_refs, check_snapshot_id
+from .integrity import check_chunk_refs, check_snapshot_id, lost_ref, snapshot_files
 from .layout import BRANCH, ROOT_ATTR, SAMPLE, dims_of
 from .location import Location, StoreLike, parse_location
 from .schema import describe_metadata, validate_description
@@ -98,6 +98,8 @@ def _legacy_hint(location: Location) -> str:
             if ROOT_ATTR in attrs:
                 return "a schema-1 embstore store; convert it with `embstore upgrade OLD NEW`"
         return "a plain Zarr store, not an embstore store (ingest it into a store instead)"
+    if snapshot_files(location.path) and (problem := lost_ref(location.path)) is not None:
+        return f"{problem}; recover it with `embstore recover {location}`"
     return "not an embstore store (no Icechunk repository)"
 
 
@@ -216,9 +218,11 @@ def resolve_version(repo: icechunk.Repository, version: str | None, *, location:
         tags = repo.list_tags()
         if version in tags:
             return {"tag": version}
-        # versions on main, and tagged ones (gc may have cut them out of main's ancestry)
-        ids = {info.id for info in repo.ancestry(branch=BRANCH)}
-        ids.update(repo.lookup_tag(name) for name in tags)
+        ids = {str(repo.lookup_tag(name)) for name in tags}  # gc may cut them out of main
+        if location.path is not None:  # the snapshot files: no history walk, no tip needed
+            ids.update(snapshot_files(location.path))
+        else:
+            ids.update(info.id for info in repo.ancestry(branch=BRANCH))
     matches = sorted(i for i in ids if i.upper().startswith(version.upper()))
     if len(matches) == 1:
         return {"snapshot_id": matches[0]}

@@ -29,7 +29,13 @@ from .layout import (
     label_kind,
     now,
 )
-from .integrity import has_checksums
+from .integrity import (
+    has_checksums,
+    interrupted_creation,
+    lost_ref,
+    remove_creation_debris,
+    snapshot_files,
+)
 from .location import Location, StoreLike, parse_location
 from .repo import (
     StoreState,
@@ -131,6 +137,11 @@ def _check_creatable_folder(location: Location) -> None:
     if path.exists() and not path.is_dir():
         raise StoreError(f"{location}: exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not repository_exists(location):
+        if interrupted_creation(path):  # killed inside Repository.create: redo it
+            remove_creation_debris(path)
+            return
+        if lost_ref(path) is not None and snapshot_files(path):
+            raise DamagedStoreError(f"{location}: {lost_ref(path)} (run `embstore recover`)")
         raise StoreError(f"{location}: folder is not empty and is not an embstore store")
 
 
@@ -479,6 +490,11 @@ def _write_rows(
     Arrays not given (labels this batch lacks, derived variables) only grow: their new rows
     hold the array's fill value, which is the missing value (labels) or NaN (variables).
     """
+    for name in state.sample_arrays():  # read (and verify) every chunk this write would
+        array = group[name]  # rewrite before writing anything: damage refuses, writes nothing
+        edge = start - start % array.chunks[0]
+        if edge < start <= array.shape[0]:
+            array[edge:start]
     new_labels = [n for n, v in columns.items() if n not in state.arrays and v.ndim == 1]
     for name in new_labels:
         created = create_label_array(group, name, start, label_kind(name))
