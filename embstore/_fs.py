@@ -11,8 +11,8 @@ import ctypes
 import glob
 import hashlib
 import os
-import sys
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path

@@ -12,9 +12,8 @@ import numpy as np
 import zarr
 
 from ._export import covered_rows
-from .store import FEATURE, ROOT_ATTR, SAMPLE, open_store, readonly_group
 from .errors import StoreError
-from .store import parse_location
+from .store import FEATURE, ROOT_ATTR, SAMPLE, open_store, parse_location, readonly_group
 from .store.integrity import find_damage, intact_summary
 from .store.repo import open_repository, read_state, reads_store, short
 from .store.schema import describe_metadata, schema_errors

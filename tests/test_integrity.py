@@ -158,7 +158,7 @@ def test_a_snapshot_replaced_by_an_older_one_is_refused_everywhere(store, tree, 
 def test_a_manifest_replaced_by_another_arrays_is_refused(store, tree, tmp_path):
     shutil.copy(manifest_of(store, "path"), manifest_of(store, "embedding"))
     with pytest.raises(DamagedStoreError, match="embedding"):
-        embstore.open(store).embedding.values
+        embstore.open(store).embedding.load()
     refuses_without_writing(store, tree, tmp_path)
 
 

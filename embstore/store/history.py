@@ -21,10 +21,9 @@ import icechunk
 import numpy as np
 import zarr
 
-from .._version import __version__
-from ..errors import StoreError
 from .._fs import write_text
-from ..errors import DamagedStoreError
+from .._version import __version__
+from ..errors import DamagedStoreError, StoreError
 from .integrity import (
     intact_versions,
     lost_ref,
@@ -90,8 +89,13 @@ def log(store: StoreLike) -> list[VersionInfo]:
         tags: dict[str, list[str]] = {}
         for name in sorted(repo.list_tags()):
             tags.setdefault(repo.lookup_tag(name), []).append(name)
+        infos = list(repo.ancestry(branch=BRANCH))
+        seen = {info.id for info in infos}
+        # gc's expire_snapshots can take a tagged version out of main's ancestry: list it too
+        infos += [repo.lookup_snapshot(t) for t in tags if t not in seen]
+        infos.sort(key=lambda info: info.written_at, reverse=True)
         versions = []
-        for info in repo.ancestry(branch=BRANCH):
+        for info in infos:
             if info.parent_id is None or (info.metadata or {}).get("staging"):
                 continue  # Icechunk's empty first snapshot; halves of staged transactions
             meta = dict(info.metadata or {})
@@ -169,7 +173,8 @@ def restore(store: StoreLike, version: str) -> RestoreReport:
     neither the damaged tip nor the transaction logs are needed.
     """
     location = parse_location(store)
-    if location.path is not None and lost_ref(location.path) is not None:
+    path = location.path
+    if path is not None and snapshot_files(path) and lost_ref(path) is not None:
         recover(location, version=version)  # adds the ref at the target, then restores there
     repo = open_repository(location)
     target_id = _snapshot_id(repo, version, location)
@@ -233,7 +238,7 @@ def _restore_onto_target(
             session = repo.writable_session(branch)
             group = zarr.open_group(session.store, mode="a", zarr_format=3)
             group.attrs[ROOT_ATTR] = _restored_meta(target_state, target_id)
-            metadata = {"action": "restore", "embstore_version": __version__}
+            metadata: dict[str, Any] = {"action": "restore", "embstore_version": __version__}
             metadata.update(rows=target_state.rows, restored=target_id, damaged_tip=True)
             snapshot = str(session.commit(f"restore version {target_id}", metadata=metadata))
             repo.reset_branch(BRANCH, snapshot)
@@ -266,6 +271,7 @@ def recover(store: StoreLike | Location, *, version: str | None = None) -> Recov
     location = parse_location(store)
     if location.path is None:
         raise StoreError(f"{location}: recover works on local stores (on S3 the ref is atomic)")
+    open_repository(location) if not snapshot_files(location.path) else None  # one-line error
     problem = lost_ref(location.path)
     if problem is None:
         return RecoverReport(str(location), None, None)

@@ -187,7 +187,7 @@ def verify_graph(repo: icechunk.Repository, *, where: str) -> None:
     try:
         for info in repo.ancestry(snapshot_id=tip):
             if info.id != expected:
-                msg = f"{where}: snapshot {expected} holds version {info.id} (the file was replaced)"
+                msg = f"{where}: snapshot {expected} holds version {info.id} (file replaced)"
                 raise DamagedStoreError(msg)
             expected = info.parent_id
     except icechunk.IcechunkError as exc:
@@ -229,7 +229,7 @@ def shadow_repository(path: Any) -> Iterator[icechunk.Repository]:
         yield icechunk.Repository.open(icechunk.local_filesystem_storage(tmp))
 
 
-def intact_versions(repo: icechunk.Repository, candidates: Iterator[str] | list[str]) -> list:
+def intact_versions(repo: icechunk.Repository, candidates: list[str]) -> list[Any]:
     """The snapshots among ``candidates`` that are embstore versions and pass
     :func:`verify_version` (every chunk reference listed), newest first, as SnapshotInfo."""
     found = []
@@ -260,7 +260,9 @@ def candidate_snapshots(repo: icechunk.Repository, path: Any | None) -> list[str
     return list(dict.fromkeys(ids))
 
 
-def describe_intact(infos: list, tags: Mapping[str, list[str]] | None = None, limit: int = 5) -> str:
+def describe_intact(
+    infos: list[Any], tags: Mapping[str, list[str]] | None = None, limit: int = 5
+) -> str:
     """``intact versions: A [tag], B, ...`` (newest first), or that none is."""
     if not infos:
         return "no intact version found"
@@ -348,7 +350,8 @@ def interrupted_creation(path: Any) -> bool:
         return False
     if (root / "refs").is_dir() and any((root / "refs").iterdir()):
         return False
-    if any(any((root / f).iterdir()) for f in ("manifests", "chunks", "transactions") if f in names):
+    stored = ("manifests", "chunks", "transactions")
+    if any(any((root / f).iterdir()) for f in stored if f in names):
         return False
     ids = snapshot_files(root)
     if len(ids) != 1:

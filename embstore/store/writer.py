@@ -16,6 +16,13 @@ import zarr
 from .._version import __version__
 from ..errors import BadInputError, DamagedStoreError, DuplicatePathError, StoreError
 from ..labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, check_label_name
+from .integrity import (
+    has_checksums,
+    interrupted_creation,
+    lost_ref,
+    remove_creation_debris,
+    snapshot_files,
+)
 from .layout import (
     COORD_CHUNK,
     EXTRA_DIMS,
@@ -28,13 +35,6 @@ from .layout import (
     dims_of,
     label_kind,
     now,
-)
-from .integrity import (
-    has_checksums,
-    interrupted_creation,
-    lost_ref,
-    remove_creation_debris,
-    snapshot_files,
 )
 from .location import Location, StoreLike, parse_location
 from .repo import (
@@ -491,10 +491,10 @@ def _write_rows(
     hold the array's fill value, which is the missing value (labels) or NaN (variables).
     """
     for name in state.sample_arrays():  # read (and verify) every chunk this write would
-        array = group[name]  # rewrite before writing anything: damage refuses, writes nothing
-        edge = start - start % array.chunks[0]
-        if edge < start <= array.shape[0]:
-            array[edge:start]
+        stored = _array(group, name)  # rewrite before writing: damage refuses, writes nothing
+        edge = start - start % stored.chunks[0]
+        if edge < start <= stored.shape[0]:
+            stored[edge:start]
     new_labels = [n for n, v in columns.items() if n not in state.arrays and v.ndim == 1]
     for name in new_labels:
         created = create_label_array(group, name, start, label_kind(name))
@@ -519,8 +519,8 @@ def _write_rows(
         array.resize((stop, *array.shape[1:]))
         if name in columns:
             array[start:stop] = columns[name]
-        elif array.ndim == 1 and has_checksums(state.arrays[name]):
-            array[start:stop] = array.fill_value  # a label this batch lacks: missing, written
+        elif has_checksums(state.arrays[name]) and len(state.arrays[name]["shape"]) == 1:
+            _array(group, name)[start:stop] = LABEL_KINDS[label_kind(name)][1]  # written
 
 
 def _update_coordinates_attr(group: zarr.Group, state: StoreState, new_labels: list[str]) -> None:
@@ -536,3 +536,9 @@ def _update_coordinates_attr(group: zarr.Group, state: StoreState, new_labels: l
 
 def _coordinates(state: StoreState, new_labels: list[str]) -> str:
     return " ".join(["path", "nonfinite", *state.label_names(), *new_labels])
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    array = group[name]
+    assert isinstance(array, zarr.Array), name
+    return array
