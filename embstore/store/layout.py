@@ -92,3 +92,19 @@ def row_chunk_for_commits(feature_size: int, rows_per_commit: int) -> int:
 def dims_of(meta: Mapping[str, Any]) -> tuple[str, ...]:
     """Dimension names of an array's metadata document."""
     return tuple(meta.get("dimension_names") or ())
+
+
+#: The smallest row chunk ingest chooses from a small first commit (1 MiB of 1024-d float32).
+MIN_INGEST_ROW_CHUNK = 256
+
+
+def row_chunk_for_ingest(feature_size: int, first_commit_rows: int) -> int:
+    """Rows per embedding chunk of a store an ingest creates with a first commit of
+    ``first_commit_rows`` rows: whole chunks per commit (see :func:`row_chunk_for_commits`),
+    at least :data:`MIN_INGEST_ROW_CHUNK` rows so that reads stay fast.
+
+    >>> row_chunk_for_ingest(768, 500), row_chunk_for_ingest(1024, 32768), row_chunk_for_ingest(16, 8)
+    (256, 4096, 256)
+    """
+    floor = min(choose_row_chunk(feature_size), MIN_INGEST_ROW_CHUNK)
+    return max(floor, row_chunk_for_commits(feature_size, first_commit_rows))
