@@ -104,7 +104,7 @@ def reads(store: Path, repeat: int) -> tuple[float, float]:
     def one_subject() -> None:
         ds = embstore.open(store)
         mask = np.asarray(ds["subject"].values) == "00300001"
-        ds.embedding[np.flatnonzero(mask)].values
+        ds.embedding[np.flatnonzero(mask)].load()
 
     def full_scan() -> None:
         emb = embstore.open(store).embedding.data

@@ -103,8 +103,8 @@ def row_chunk_for_ingest(feature_size: int, first_commit_rows: int) -> int:
     ``first_commit_rows`` rows: whole chunks per commit (see :func:`row_chunk_for_commits`),
     at least :data:`MIN_INGEST_ROW_CHUNK` rows so that reads stay fast.
 
-    >>> row_chunk_for_ingest(768, 500), row_chunk_for_ingest(1024, 32768), row_chunk_for_ingest(16, 8)
-    (256, 4096, 256)
+    >>> [row_chunk_for_ingest(d, n) for d, n in ((768, 500), (1024, 32768), (16, 8))]
+    [256, 4096, 256]
     """
     floor = min(choose_row_chunk(feature_size), MIN_INGEST_ROW_CHUNK)
     return max(floor, row_chunk_for_commits(feature_size, first_commit_rows))
