@@ -441,7 +441,7 @@ def validate_cmd(
         )
     else:
         for line in report.errors:
-            err.print(f"[red]error:[/red] {line}", highlight=False)
+            err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
         for line in report.warnings:
             err.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
         verdict = "valid" if report.ok else f"{len(report.errors)} problem(s)"
@@ -758,6 +758,12 @@ def restore(
 ) -> None:
     """Undo: commit a new version equal to VERSION (history is kept)."""
     _say(quiet, embstore.restore(store, version).summary())
+
+
+@_command
+def recover(store: StoreArg, quiet: Quiet = False) -> None:
+    """Recreate a lost or garbled branch ref from the newest intact version (only adds)."""
+    _say(quiet, embstore.recover(store).summary())
 
 
 @_command

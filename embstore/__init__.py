@@ -46,6 +46,8 @@ _API: dict[str, tuple[str, str | None]] = {
     "log": (".store.history", "log"),
     "tag": (".store.history", "tag"),
     "restore": (".store.history", "restore"),
+    "recover": (".store.history", "recover"),
+    "RecoverReport": (".store.history", "RecoverReport"),
     "gc": (".store.history", "gc"),
     "UpgradeReport": (".store.migrate", "UpgradeReport"),
     "upgrade": (".store.migrate", "upgrade"),
@@ -91,7 +93,17 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks
         StaleVariableError,
         StoreError,
     )
-    from .store.history import GcReport, RestoreReport, VersionInfo, gc, log, restore, tag
+    from .store.history import (
+        GcReport,
+        RecoverReport,
+        RestoreReport,
+        VersionInfo,
+        gc,
+        log,
+        recover,
+        restore,
+        tag,
+    )
     from .store.migrate import UpgradeReport, upgrade
     from .store.read import open_store as open  # noqa: A004
     from .store.variables import stale_variables

@@ -7,9 +7,12 @@ output is written under a temporary sibling name and moved into place only once 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import glob
 import hashlib
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,17 +53,53 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    if result != 0:
+        errno = ctypes.get_errno()
+        if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this file system cannot
+            return False
+        raise OSError(errno, os.strerror(errno), str(b))
+    return True
+
+
+def _clean_leftovers(target: Path) -> None:
+    """Undo what a killed earlier replace left: the old output back in place if the new one
+    never arrived, and the temporary siblings removed."""
+    if not target.parent.is_dir():
+        return
+    leftovers = sorted(target.parent.glob(f".{glob.escape(target.name)}.*.old"))
+    if leftovers and not (target.exists() or target.is_symlink()):
+        os.rename(leftovers[-1], target)
+        leftovers = leftovers[:-1]
+    for path in [*leftovers, *target.parent.glob(f".{glob.escape(target.name)}.*.partial")]:
+        _remove(path)
+
+
 @contextlib.contextmanager
 def replacing(target: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path to write; move it to ``target`` once the block succeeds.
 
     The caller creates a file or a folder at the yielded path. On success it replaces
     ``target`` (only with ``overwrite``: an existing target is otherwise left alone and
-    :class:`FileExistsError` raised); the old output stays in place until the new one is
-    complete, and is removed after the swap. On failure the temporary path is removed and
-    ``target`` is untouched.
+    :class:`FileExistsError` raised) in one atomic step: a file by one ``os.replace``, a
+    folder by swapping the two paths (``renameat2`` on Linux), so ``target`` always holds the
+    old output or the new one, also if the process is killed. The old output is removed
+    after the swap; on failure the temporary path is removed and ``target`` is untouched.
+    Leftovers of a killed earlier run are cleaned first.
     """
     target = Path(target)
+    _clean_leftovers(target)
     token = uuid.uuid4().hex[:12]
     tmp = target.with_name(f".{target.name}.{token}.partial")
     old = target.with_name(f".{target.name}.{token}.old")
@@ -68,17 +107,19 @@ def replacing(target: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
         yield tmp
         if not (tmp.exists() or tmp.is_symlink()):
             return
-        if target.exists() or target.is_symlink():
-            if not overwrite:
-                raise FileExistsError(17, "exists", str(target))
-            os.rename(target, old)  # the old output stays whole until the new one is in place
-        try:
-            os.rename(tmp, target)
-        except BaseException:
-            if old.exists() or old.is_symlink():
+        exists = target.exists() or target.is_symlink()
+        if exists and not overwrite:
+            raise FileExistsError(17, "exists", str(target))
+        if not exists or (tmp.is_file() and not target.is_dir()):
+            os.replace(tmp, target)  # one atomic rename
+        elif not _exchange(tmp, target):  # tmp now holds the old output, removed below
+            os.rename(target, old)  # no atomic swap here: a window a later run repairs
+            try:
+                os.rename(tmp, target)
+            except BaseException:
                 os.rename(old, target)
-            raise
-        _remove(old)
+                raise
+            _remove(old)
     finally:
         _remove(tmp)
 

@@ -12,8 +12,11 @@ import numpy as np
 import zarr
 
 from ._export import covered_rows
-from .store import FEATURE, ROOT_ATTR, SAMPLE, open_store, readonly_group
-from .store.repo import read_state, reads_store, short
+from .errors import StoreError
+from .store import FEATURE, ROOT_ATTR, SAMPLE, open_store, parse_location, readonly_group
+from .store.integrity import find_damage, intact_summary
+from .store.read import VERSION_ENCODING
+from .store.repo import open_repository, read_state, reads_store, short
 from .store.schema import describe_metadata, schema_errors
 from .store.variables import stale_reasons, stale_variables
 from .store.views import provenance
@@ -72,7 +75,7 @@ def info(store: str | os.PathLike[str], *, version: str | None = None) -> dict[s
         variables[str(name)] = entry
     return {
         "store": str(store),
-        "version": ds.encoding.get("embstore_version_id"),
+        "version": ds.encoding.get(VERSION_ENCODING),
         "schema_version": meta["schema_version"],
         "rows": rows,
         "feature_size": int(ds.sizes.get(FEATURE, meta["feature_size"])),
@@ -117,6 +120,8 @@ def validate(
     computed; see :func:`embstore.store.variables.stale_reasons`).
     """
     report = ValidationReport(str(store))
+    if deep and _damaged(store, report):
+        return report
     location, _, group = readonly_group(store, version)
     state = read_state(group, location=location)
     report.errors += schema_errors(describe_metadata(state.attrs, state.arrays))
@@ -147,7 +152,27 @@ def validate(
     if deep:
         for name, array in group.arrays():
             report.chunks_read += _read_every_chunk(name, array, report)
+        if report.errors:  # damaged chunks: name the intact versions on the same line
+            intact = intact_summary(parse_location(store), open_repository(store))
+            report.errors = [f"{store}: {e}; {intact}" for e in report.errors]
     return report
+
+
+def _damaged(store: str | os.PathLike[str], report: ValidationReport) -> bool:
+    """Deep validation's look at the objects (ref, snapshots, manifests, transaction logs):
+    one error line per damaged object, naming the intact versions; True if any."""
+    location = parse_location(store)
+    try:
+        repo = open_repository(location)
+    except StoreError:
+        if location.path is None or not (location.path / "snapshots").is_dir():
+            raise  # not a repository at all: one line, as without --deep
+        repo = None
+    problems = find_damage(location, repo)
+    if problems:
+        intact = intact_summary(location, repo)
+        report.errors += [f"{problem}; {intact}" for problem in problems]
+    return bool(problems)
 
 
 def _read_every_chunk(name: str, array: zarr.Array, report: ValidationReport) -> int:

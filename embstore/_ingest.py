@@ -24,7 +24,8 @@ from .keys import check_keys
 from .labels import Layout, get_layout, read_categories
 from .labels_csv import LabelsTable, label_columns, read_labels_csv
 from .store import AppendResult, StoreWriter, is_store
-from .store.layout import DEFAULT_BATCH_ROWS
+from .store.layout import DEFAULT_BATCH_ROWS, row_chunk_for_ingest
+from .store.writer import AlignedBatches
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +238,7 @@ class _Run:
             self.writer.start_run("ingest", **plan.run_info)
         self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embstore-commit")
         self.pending: deque[Future[AppendResult]] = deque()
+        self.aligned: AlignedBatches | None = None
 
     def _already_stored(self, path: str) -> bool:
         return (
@@ -264,6 +266,7 @@ class _Run:
                 self._commit(self._rows_of(batch, source, skip_bad))
                 if progress is not None:
                     progress(done, total - skipped)
+        self._flush()
         self._collect()
 
     def _rows_of(
@@ -283,13 +286,26 @@ class _Run:
                 feature_size=vectors.shape[1],
                 model=self.model,
                 on_duplicate=self.on_duplicate,
-                row_chunk=self.row_chunk,
+                row_chunk=self.row_chunk or row_chunk_for_ingest(vectors.shape[1], len(paths)),
             )
             self.writer.start_run("ingest", **self.plan.run_info)
             self.report.created = True
+        if self.writer is None or not len(paths):
+            return
+        if self.aligned is None:  # commits end on chunk edges: no chunk is written twice
+            self.aligned = AlignedBatches(self.writer.rows, self.writer.row_chunk)
+        for batch in self.aligned.take(rows):
+            self._submit(batch)
+
+    def _submit(self, rows: tuple[list[str], np.ndarray, dict[str, list[Any]]]) -> None:
+        assert self.writer is not None
         self._collect(keep=COMMITS_IN_FLIGHT - 1)
-        if self.writer is not None and len(paths):
-            self.pending.append(self.committer.submit(self.writer.append, paths, vectors, labels))
+        self.pending.append(self.committer.submit(self.writer.append, *rows))
+
+    def _flush(self) -> None:
+        """Commit the rows kept back to end on a chunk edge (the run's last commit)."""
+        if self.aligned is not None and len((tail := self.aligned.flush())[0]):
+            self._submit(tail)
 
     def _collect(self, keep: int = 0) -> None:
         while len(self.pending) > keep:
@@ -302,6 +318,7 @@ class _Run:
     def fail(self, exc: BaseException) -> None:
         """Commit what is good and in flight, and record the run as failed or interrupted."""
         with contextlib.suppress(BaseException):
+            self._flush()
             self._collect()
         self.committer.shutdown()
         if self.writer is not None:

@@ -30,6 +30,14 @@ class StoreError(EmbstoreError):
     """The store is missing, is not an embstore store, or its state forbids the operation."""
 
 
+class DamagedStoreError(StoreError):
+    """An object of the store (ref, snapshot, manifest, chunk) is lost, garbled or replaced.
+
+    Nothing is written to a store in this state; ``embstore validate --deep`` names the
+    damaged object and the intact versions, ``embstore restore`` goes back to one.
+    """
+
+
 class SchemaError(StoreError):
     """The store does not conform to its schema."""
 

@@ -17,8 +17,6 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import embstore
 
 PACKAGE = Path(embstore.__file__).parent

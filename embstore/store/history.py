@@ -8,19 +8,32 @@ always kept) and deletes the objects no kept version refers to.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import icechunk
 import numpy as np
 import zarr
 
+from .._fs import write_text
 from .._version import __version__
-from ..errors import StoreError
-from .layout import BRANCH, now
-from .location import StoreLike, parse_location
+from ..errors import DamagedStoreError, StoreError
+from .integrity import (
+    intact_versions,
+    lost_ref,
+    shadow_repository,
+    snapshot_files,
+    verify_graph,
+    verify_version,
+)
+from .layout import BRANCH, ROOT_ATTR, now
+from .location import Location, StoreLike, parse_location
 from .repo import (
     array_metadata,
     check_state,
@@ -32,7 +45,7 @@ from .repo import (
     resolve_version,
     unreadable_as_store_error,
 )
-from .transaction import STAGING_PREFIX, Transaction, _commit_lock, run_transaction
+from .transaction import STAGING_PREFIX, Transaction, _commit_lock, run_transaction, verify_tip
 
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 #: Objects younger than this are never collected: a writer on object storage (no lock) may
@@ -76,8 +89,13 @@ def log(store: StoreLike) -> list[VersionInfo]:
         tags: dict[str, list[str]] = {}
         for name in sorted(repo.list_tags()):
             tags.setdefault(repo.lookup_tag(name), []).append(name)
+        infos = list(repo.ancestry(branch=BRANCH))
+        seen = {info.id for info in infos}
+        # gc's expire_snapshots can take a tagged version out of main's ancestry: list it too
+        infos += [repo.lookup_snapshot(t) for t in tags if t not in seen]
+        infos.sort(key=lambda info: info.written_at, reverse=True)
         versions = []
-        for info in repo.ancestry(branch=BRANCH):
+        for info in infos:
             if info.parent_id is None or (info.metadata or {}).get("staging"):
                 continue  # Icechunk's empty first snapshot; halves of staged transactions
             meta = dict(info.metadata or {})
@@ -146,42 +164,45 @@ class RestoreReport:
 def restore(store: StoreLike, version: str) -> RestoreReport:
     """Commit a new version whose content equals ``version`` (undo without rewriting history).
 
-    Only what changed since ``version`` is copied back: Icechunk's diff names the changed
-    chunks, arrays created since are removed, arrays removed since are recreated.
+    ``version`` is a tag, a full id or a prefix of one (found among the snapshot files of a
+    local store: no history walk). The target is verified (id, schema, chunk references)
+    first. On a sound tip only what changed since ``version`` is copied back (Icechunk's diff
+    names the changed chunks; without it, e.g. a lost transaction log or a tag that gc took out
+    of the branch's ancestry, every chunk is copied). On a damaged tip, or with the branch ref
+    lost, the new version is committed on top of ``version`` itself and ``main`` moves there:
+    neither the damaged tip nor the transaction logs are needed.
     """
     location = parse_location(store)
+    path = location.path
+    if path is not None and snapshot_files(path) and lost_ref(path) is not None:
+        recover(location, version=version)  # adds the ref at the target, then restores there
     repo = open_repository(location)
     target_id = _snapshot_id(repo, version, location)
-    with unreadable_as_store_error(location):
-        target = zarr.open_group(
-            repo.readonly_session(snapshot_id=target_id).store, mode="r", zarr_format=3
-        )
-        target_state = read_state(target, location=location)
-    check_state(target_state, location=f"{location} at {version}")
+    _, target = verify_version(repo, target_id, where=f"{location} at {version}")
+    target_state = read_state(target, location=location)
+    try:
+        with unreadable_as_store_error(location):
+            verify_tip(repo, str(repo.lookup_branch(BRANCH)), location=location)
+    except StoreError:
+        return _restore_onto_target(repo, location, target_id, target_state)
 
     def work(tx: Transaction) -> RestoreReport:
         report = RestoreReport(str(location), target_id, None, target_state.rows)
         if tx.parent == target_id:
             return report
-        with unreadable_as_store_error(location):
+        changed: dict[str, Any] | None
+        try:
             diff = repo.diff(from_snapshot_id=target_id, to_snapshot_id=tx.parent)
             changed = {path.strip("/"): coords for path, coords in diff.updated_chunks.items()}
+        except icechunk.IcechunkError:  # no transaction log, or not an ancestor after gc
+            changed = None
         current = {name for name, _ in tx.group.arrays()}
         for name in sorted(current - set(target_state.arrays)):
             del tx.group[name]
         for name, meta in target_state.arrays.items():
             report.chunks_copied += _restore_array(tx.group, target[name], meta, current, changed)
             report.arrays_copied.append(name)
-        meta = plain(target_state.meta)
-        entry = {
-            "action": "restore",
-            "time": now(),
-            "embstore_version": __version__,
-            "status": "complete",
-            "restored": target_id,
-        }
-        meta["provenance"] = [*meta["provenance"], entry]
-        tx.set_meta(meta)
+        tx.set_meta(_restored_meta(target_state, target_id))
         tx.message = f"restore version {target_id}"
         tx.metadata.update(rows=target_state.rows, restored=target_id)
         return report
@@ -192,12 +213,94 @@ def restore(store: StoreLike, version: str) -> RestoreReport:
     return report
 
 
+def _restored_meta(target_state: Any, target_id: str) -> dict[str, Any]:
+    meta = plain(target_state.meta)
+    entry = {
+        "action": "restore",
+        "time": now(),
+        "embstore_version": __version__,
+        "status": "complete",
+        "restored": target_id,
+    }
+    meta["provenance"] = [*meta["provenance"], entry]
+    return meta
+
+
+def _restore_onto_target(
+    repo: Any, location: Location, target_id: str, target_state: Any
+) -> RestoreReport:
+    """The tip is damaged: commit the restore record on top of the target, move ``main``."""
+    report = RestoreReport(str(location), target_id, None, target_state.rows)
+    branch = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    with _commit_lock(location), unreadable_as_store_error(location, "cannot restore"):
+        repo.create_branch(branch, target_id)
+        try:
+            session = repo.writable_session(branch)
+            group = zarr.open_group(session.store, mode="a", zarr_format=3)
+            group.attrs[ROOT_ATTR] = _restored_meta(target_state, target_id)
+            metadata: dict[str, Any] = {"action": "restore", "embstore_version": __version__}
+            metadata.update(rows=target_state.rows, restored=target_id, damaged_tip=True)
+            snapshot = str(session.commit(f"restore version {target_id}", metadata=metadata))
+            repo.reset_branch(BRANCH, snapshot)
+        finally:
+            repo.delete_branch(branch)
+    report.version = snapshot
+    report.arrays_copied = list(target_state.arrays)
+    return report
+
+
+@dataclass
+class RecoverReport:
+    """What :func:`recover` did."""
+
+    store: str
+    snapshot: str | None
+    problem: str | None
+
+    def summary(self) -> str:
+        if self.snapshot is None:
+            return f"{self.store}: the branch ref is sound; nothing to recover"
+        return f"{self.store}: {self.problem}; branch {BRANCH!r} now names {self.snapshot}"
+
+
+def recover(store: StoreLike | Location, *, version: str | None = None) -> RecoverReport:
+    """Recreate a lost or garbled branch ref of a local store from the newest intact snapshot
+    (or ``version``, an id or prefix of a snapshot file). Only ever adds the ref: nothing is
+    deleted and no version is rewritten.
+    """
+    location = parse_location(store)
+    if location.path is None:
+        raise StoreError(f"{location}: recover works on local stores (on S3 the ref is atomic)")
+    open_repository(location) if not snapshot_files(location.path) else None  # one-line error
+    problem = lost_ref(location.path)
+    if problem is None:
+        return RecoverReport(str(location), None, None)
+    with _commit_lock(location), shadow_repository(location.path) as shadow:
+        ids = snapshot_files(location.path)
+        tag_ref = location.path / "refs" / f"tag.{version}" / "ref.json"
+        if version is not None and tag_ref.is_file():  # tags survive a lost branch ref
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                version = str(json.loads(tag_ref.read_text(encoding="utf-8"))["snapshot"])
+        if version is not None:
+            ids = [i for i in ids if i.upper().startswith(version.upper())]
+            if len(ids) != 1:
+                raise StoreError(f"{location}: version {version!r} names {len(ids)} snapshots")
+        intact = intact_versions(shadow, ids)
+        if not intact:
+            raise DamagedStoreError(f"{location}: {problem}; no intact version to recover")
+        newest = str(intact[0].id)
+        ref = location.path / "refs" / f"branch.{BRANCH}" / "ref.json"
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        write_text(ref, json.dumps({"snapshot": newest}))
+    return RecoverReport(str(location), newest, problem)
+
+
 def _restore_array(
     group: zarr.Group,
     source: zarr.Array,
     meta: dict[str, Any],
     current: set[str],
-    changed: dict[str, Any],
+    changed: dict[str, Any] | None,
 ) -> int:
     """Make ``group[name]`` equal ``source``; return how many chunks were copied."""
     name = source.basename
@@ -206,7 +309,11 @@ def _restore_array(
         array = group[name]
         if tuple(array.shape) != tuple(source.shape):
             array.resize(source.shape)
-        coords = [tuple(c) for c in changed.get(name, ())]
+        if changed is None:
+            grid = [range(-(-s // c)) for s, c in zip(source.shape, source.chunks, strict=True)]
+            coords = list(itertools.product(*grid))
+        else:
+            coords = [tuple(c) for c in changed.get(name, ())]
     else:
         if name in current:
             del group[name]
@@ -275,8 +382,8 @@ def gc(
         raise StoreError(f"{location}: older_than and safety_margin cannot be negative")
     repo = open_repository(location)
     with _commit_lock(location):
+        verify_graph(repo, where=str(location))  # refuse on a graph it cannot verify
         _, _, group = _tip(repo, location)
-        check_state(read_state(group, location=location), location=location)
         probe(group, location=location)
         when = datetime.now(UTC)
         with unreadable_as_store_error(location, "cannot collect garbage in"):

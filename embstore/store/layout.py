@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
 from ..labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR
 
 #: Root group attribute holding embstore's own metadata (schema version, rows, provenance...).
@@ -25,8 +27,13 @@ COORD_CHUNK = 131072
 TARGET_CHUNK_BYTES = 16 * 2**20
 #: Embedding matrices are stored uncompressed: float32 embeddings shrink by only ~7% under
 #: zstd or blosc+shuffle (measured on 768-d data), while compression made writes 2-4x and
-#: reads 2-6x slower. Labels keep zarr's default zstd (paths compress well).
-MATRIX_COMPRESSORS = None
+#: reads 2-6x slower. Labels keep zarr's default zstd (paths compress well). Every array of a
+#: new store carries a crc32c checksum per chunk, verified on every read (zarr v3's standard
+#: codec), so same-size corruption or a truncated chunk is an error, never silently wrong data.
+MATRIX_COMPRESSORS: tuple[Any, ...] = (Crc32cCodec(),)
+#: Codecs of every label array: zarr's default zstd, then the checksum of the compressed bytes
+#: (so a garbled chunk is named as such, never handed to the decompressor).
+LABEL_COMPRESSORS: tuple[Any, ...] = (ZstdCodec(level=0), Crc32cCodec())
 #: Rows committed together by ``ingest`` when not told (8 chunks of 4096 rows; ~100 MB of
 #: 768-d float32).
 DEFAULT_BATCH_ROWS = 32768
@@ -85,3 +92,19 @@ def row_chunk_for_commits(feature_size: int, rows_per_commit: int) -> int:
 def dims_of(meta: Mapping[str, Any]) -> tuple[str, ...]:
     """Dimension names of an array's metadata document."""
     return tuple(meta.get("dimension_names") or ())
+
+
+#: The smallest row chunk ingest chooses from a small first commit (1 MiB of 1024-d float32).
+MIN_INGEST_ROW_CHUNK = 256
+
+
+def row_chunk_for_ingest(feature_size: int, first_commit_rows: int) -> int:
+    """Rows per embedding chunk of a store an ingest creates with a first commit of
+    ``first_commit_rows`` rows: whole chunks per commit (see :func:`row_chunk_for_commits`),
+    at least :data:`MIN_INGEST_ROW_CHUNK` rows so that reads stay fast.
+
+    >>> [row_chunk_for_ingest(d, n) for d, n in ((768, 500), (1024, 32768), (16, 8))]
+    [256, 4096, 256]
+    """
+    floor = min(choose_row_chunk(feature_size), MIN_INGEST_ROW_CHUNK)
+    return max(floor, row_chunk_for_commits(feature_size, first_commit_rows))

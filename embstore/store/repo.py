@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import icechunk
 import zarr
 
-from ..errors import StoreError
+from ..errors import DamagedStoreError, EmbstoreError, StoreError
+from .integrity import check_chunk_refs, check_snapshot_id, lost_ref, snapshot_files
 from .layout import BRANCH, ROOT_ATTR, SAMPLE, dims_of
 from .location import Location, StoreLike, parse_location
 from .schema import describe_metadata, validate_description
@@ -44,20 +45,47 @@ def short(exc: BaseException) -> str:
     return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
 
 
+#: Where a failure to read means damaged bytes: the storage engine and the codecs.
+_ENGINE_PARTS = ("/icechunk/", "/zarr/codecs/", "/zarr/core/codec_pipeline", "/numcodecs/")
+
+
+def _raised_by_engine(exc: BaseException) -> bool:
+    """True if ``exc`` was raised inside Icechunk, zarr or a codec (a damaged object)."""
+    if isinstance(exc, icechunk.IcechunkError | zarr.errors.BaseZarrError):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename.replace(os.sep, "/")
+        if any(part in name for part in _ENGINE_PARTS):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 @contextlib.contextmanager
 def unreadable_as_store_error(
     location: Location | str, what: str = "cannot read"
 ) -> Iterator[None]:
-    """Turn Icechunk's errors (damaged objects, missing refs...) into one-line StoreErrors."""
+    """Turn Icechunk's and the codecs' errors (damaged objects, a failed checksum, missing
+    refs...) into one-line StoreErrors naming the store; damage is a DamagedStoreError."""
     try:
         yield
-    except (icechunk.IcechunkError, zarr.errors.BaseZarrError) as exc:
+    except EmbstoreError:
+        raise
+    except (icechunk.ConflictError, MemoryError):  # a lost race is retried, not damage
+        raise
+    except Exception as exc:
         # an environment error deep in the engine (disk full, permission) says so first
         os_error = re.search(r"os error (\d+)", str(exc))
+        if not _raised_by_engine(exc):
+            raise
+        if isinstance(exc, OSError) and exc.errno is not None:
+            reason = os.strerror(exc.errno)
+            raise StoreError(f"{location}: {reason} ({what} the repository)") from exc
         if os_error is not None:
             reason = os.strerror(int(os_error.group(1)))
             raise StoreError(f"{location}: {reason} ({what} the repository)") from exc
-        raise StoreError(f"{location}: {what} the repository ({short(exc)})") from exc
+        raise DamagedStoreError(f"{location}: {what} the repository ({short(exc)})") from exc
 
 
 def _legacy_hint(location: Location) -> str:
@@ -70,6 +98,8 @@ def _legacy_hint(location: Location) -> str:
             if ROOT_ATTR in attrs:
                 return "a schema-1 embstore store; convert it into a new store with upgrade"
         return "a plain Zarr store, not an embstore store (ingest it into a store instead)"
+    if snapshot_files(location.path) and (problem := lost_ref(location.path)) is not None:
+        return f"{problem}; recover it with `embstore recover {location}`"
     return "not an embstore store (no Icechunk repository)"
 
 
@@ -188,9 +218,11 @@ def resolve_version(repo: icechunk.Repository, version: str | None, *, location:
         tags = repo.list_tags()
         if version in tags:
             return {"tag": version}
-        # versions on main, and tagged ones (gc may have cut them out of main's ancestry)
-        ids = {info.id for info in repo.ancestry(branch=BRANCH)}
-        ids.update(repo.lookup_tag(name) for name in tags)
+        ids = {str(repo.lookup_tag(name)) for name in tags}  # gc may cut them out of main
+        if location.path is not None:  # the snapshot files: no history walk, no tip needed
+            ids.update(snapshot_files(location.path))
+        else:
+            ids.update(info.id for info in repo.ancestry(branch=BRANCH))
     matches = sorted(i for i in ids if i.upper().startswith(version.upper()))
     if len(matches) == 1:
         return {"snapshot_id": matches[0]}
@@ -208,6 +240,12 @@ def readonly_group(
     with unreadable_as_store_error(location):
         session = repo.readonly_session(**selection)
         group = zarr.open_group(session.store, mode="r", zarr_format=3)
+    # what the ref names is what is read; a replaced snapshot or manifest is an error
+    check_snapshot_id(repo, str(session.snapshot_id), where=str(location))
+    with unreadable_as_store_error(location):
+        if ROOT_ATTR in group.attrs:
+            state = read_state(group, location=location)
+            check_chunk_refs(session, state.arrays, state.rows, where=str(location))
     return location, session, group
 
 

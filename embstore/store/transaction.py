@@ -40,6 +40,7 @@ import zarr
 
 from .._version import __version__
 from ..errors import StoreError
+from .integrity import check_chunk_refs, check_snapshot_id
 from .layout import BRANCH, ROOT_ATTR
 from .location import Location, StoreLike, parse_location
 from .repo import (
@@ -85,6 +86,7 @@ class Transaction:
         message: str,
         *,
         staged: bool = False,
+        verify: bool = True,
     ) -> None:
         self.location = location
         self.repo = repo
@@ -94,6 +96,9 @@ class Transaction:
         self.branch = BRANCH
         with unreadable_as_store_error(location):
             self._parent = str(repo.lookup_branch(BRANCH))
+        if verify:  # before anything is written, also a staging branch's ref
+            verify_tip(repo, self._parent, location=location)
+        with unreadable_as_store_error(location):
             if staged:
                 self.branch = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
                 repo.create_branch(self.branch, self._parent)
@@ -163,6 +168,25 @@ class Transaction:
             self.repo.delete_branch(self.branch)
 
 
+def verify_tip(repo: icechunk.Repository, snapshot_id: str, *, location: Location) -> None:
+    """Refuse to write on a tip that is not what its ref names or lacks chunk references.
+
+    Checks that the snapshot file holds ``snapshot_id``, that the version follows the schema
+    with one row count, and that every array that should be full has its first and last chunk
+    reference (a lost, garbled or swapped manifest). Raises DamagedStoreError; writes nothing.
+    """
+    if check_snapshot_id(repo, snapshot_id, where=str(location)).parent_id is None:
+        return  # Icechunk's empty first snapshot: a store being created
+    with unreadable_as_store_error(location):
+        session = repo.readonly_session(snapshot_id=snapshot_id)
+        group = zarr.open_group(session.store, mode="r", zarr_format=3)
+        if ROOT_ATTR not in group.attrs:
+            return  # a repository being created: nothing committed yet
+    state = read_state(group, location=location)
+    check_state(state, location=location)
+    check_chunk_refs(session, state.arrays, state.rows, where=str(location))
+
+
 @contextlib.contextmanager
 def _commit_lock(location: Location) -> Iterator[None]:
     """Hold the store's exclusive write lock on local storage; nothing on object storage.
@@ -223,8 +247,9 @@ def transaction(
     if create:
         _create_repository(location)
     repo = open_repository(location)  # "does not exist" before any lock file is made
-    with _commit_lock(location):
-        tx = Transaction(location, repo, action, message, staged=staged)
+    with _commit_lock(location), zarr.config.set({"array.write_empty_chunks": True}):
+        # every chunk is stored, also one of fill values: a missing reference is damage
+        tx = Transaction(location, repo, action, message, staged=staged, verify=check)
         try:
             if check and tx.state is not None:
                 check_state(tx.state, location=location)

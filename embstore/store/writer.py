@@ -14,12 +14,20 @@ import numpy as np
 import zarr
 
 from .._version import __version__
-from ..errors import BadInputError, DuplicatePathError, StoreError
+from ..errors import BadInputError, DamagedStoreError, DuplicatePathError, StoreError
 from ..labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, check_label_name
+from .integrity import (
+    has_checksums,
+    interrupted_creation,
+    lost_ref,
+    remove_creation_debris,
+    snapshot_files,
+)
 from .layout import (
     COORD_CHUNK,
     EXTRA_DIMS,
     FEATURE,
+    LABEL_COMPRESSORS,
     LABEL_KINDS,
     MATRIX_COMPRESSORS,
     SAMPLE,
@@ -51,6 +59,7 @@ def create_label_array(group: zarr.Group, name: str, rows: int, kind: str) -> za
         dtype=dtype,
         fill_value=fill,
         dimension_names=(SAMPLE,),
+        compressors=LABEL_COMPRESSORS,
     )
 
 
@@ -128,6 +137,11 @@ def _check_creatable_folder(location: Location) -> None:
     if path.exists() and not path.is_dir():
         raise StoreError(f"{location}: exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not repository_exists(location):
+        if interrupted_creation(path):  # killed inside Repository.create: redo it
+            remove_creation_debris(path)
+            return
+        if lost_ref(path) is not None and snapshot_files(path):
+            raise DamagedStoreError(f"{location}: {lost_ref(path)} (run `embstore recover`)")
         raise StoreError(f"{location}: folder is not empty and is not an embstore store")
 
 
@@ -186,10 +200,14 @@ class StoreWriter:
         self._known_rows = 0
         self._paths: set[str] = set()
         self._run: dict[str, Any] | None = None
+        self._damaged = False  # a write was refused on a damaged store: record nothing more
         _, _, group = readonly_group(self.location)
         state = read_state(group, location=self.location)
         self._sync(group, state)
         self.feature_size = state.feature_size
+        grid = state.arrays["embedding"]["chunk_grid"]["configuration"]["chunk_shape"]
+        #: Rows per embedding chunk: commits that end on a multiple of it rewrite no chunk.
+        self.row_chunk = int(grid[0])
 
     # -- state shared with other writers ---------------------------------------------------
 
@@ -262,6 +280,10 @@ class StoreWriter:
         """Close the provenance entry (``complete``, ``failed`` or ``interrupted``), one commit."""
         if self._run is None:
             return
+        if status != "complete" and self._damaged:
+            # a refused write commits nothing, also no "failed" record on a damaged store
+            self._run = None
+            return
         run = {**self._run, "status": status, "finished": now(), **info}
 
         def work(tx: Transaction) -> None:
@@ -270,8 +292,14 @@ class StoreWriter:
             tx.message = f"{run['action']} {status}: {run['rows_added']} rows added"
             tx.metadata.update(rows=state.rows, status=status)
 
-        run_transaction(self.location, work, action=run["action"], message="finish run")
-        self._run = None
+        try:
+            run_transaction(self.location, work, action=run["action"], message="finish run")
+        except DamagedStoreError:
+            if status == "complete":
+                raise
+            # the failure being reported stands; nothing is written on a damaged store
+        finally:
+            self._run = None
 
     def _meta_with_run(
         self, state: StoreState, rows: int | None = None, run: dict[str, Any] | None = None
@@ -334,7 +362,11 @@ class StoreWriter:
             flagged = [p for p, f in zip(kept_paths, columns["nonfinite"], strict=True) if f]
             return AppendResult(stop - start, duplicates, stop, flagged)
 
-        result = run_transaction(self.location, work, action="append", message="append")
+        try:
+            result = run_transaction(self.location, work, action="append", message="append")
+        except DamagedStoreError:
+            self._damaged = True
+            raise
         if self._run is not None:
             self._run = self._run_after(len(result.duplicates), result.added)
         self._paths.update(p for p in paths)
@@ -461,9 +493,16 @@ def _write_rows(
     Arrays not given (labels this batch lacks, derived variables) only grow: their new rows
     hold the array's fill value, which is the missing value (labels) or NaN (variables).
     """
+    for name in state.sample_arrays():  # read (and verify) every chunk this write would
+        stored = _array(group, name)  # rewrite before writing: damage refuses, writes nothing
+        edge = start - start % stored.chunks[0]
+        if edge < start <= stored.shape[0]:
+            stored[edge:start]
     new_labels = [n for n, v in columns.items() if n not in state.arrays and v.ndim == 1]
     for name in new_labels:
-        create_label_array(group, name, start, label_kind(name))
+        created = create_label_array(group, name, start, label_kind(name))
+        if start:  # written whole (integrity.py: a missing chunk is damage, not "missing")
+            created[:start] = LABEL_KINDS[label_kind(name)][1]
     for name, values in columns.items():
         if name not in state.arrays and values.ndim > 1:
             group.create_array(
@@ -483,6 +522,8 @@ def _write_rows(
         array.resize((stop, *array.shape[1:]))
         if name in columns:
             array[start:stop] = columns[name]
+        elif has_checksums(state.arrays[name]) and len(state.arrays[name]["shape"]) == 1:
+            _array(group, name)[start:stop] = LABEL_KINDS[label_kind(name)][1]  # written
 
 
 def _update_coordinates_attr(group: zarr.Group, state: StoreState, new_labels: list[str]) -> None:
@@ -498,3 +539,63 @@ def _update_coordinates_attr(group: zarr.Group, state: StoreState, new_labels: l
 
 def _coordinates(state: StoreState, new_labels: list[str]) -> str:
     return " ".join(["path", "nonfinite", *state.label_names(), *new_labels])
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    array = group[name]
+    assert isinstance(array, zarr.Array), name
+    return array
+
+
+Rows = tuple[list[str], np.ndarray, dict[str, list[Any]]]
+
+
+class AlignedBatches:
+    """Re-cut a stream of row batches so that every commit ends on a chunk edge.
+
+    A commit that ends inside a chunk makes the next one rewrite that chunk, and every version
+    keeps its copy until gc (issue 18: 8.9x the data on disk). :meth:`take` returns the rows to
+    commit now (possibly none) and keeps the tail; :meth:`flush` returns the tail at the end.
+    """
+
+    def __init__(self, position: int, row_chunk: int) -> None:
+        self.position, self.row_chunk = position, max(1, row_chunk)
+        self._tail: Rows | None = None
+
+    def take(self, rows: Rows) -> list[Rows]:
+        """The batches to commit now, in order (the tail of ``rows`` is kept)."""
+        out = []
+        if self._tail is not None and set(self._tail[2]) != set(rows[2]):
+            out.append(self.flush())  # other label columns: cannot be joined
+        joined = rows if self._tail is None else _join(self._tail, rows)
+        self._tail = None
+        total = len(joined[0])
+        edge = (self.position + total) // self.row_chunk * self.row_chunk
+        take = max(0, edge - self.position)
+        head, tail = _cut(joined, take)
+        if take:
+            out.append(head)
+            self.position += take
+        if len(tail[0]):
+            self._tail = tail
+        return [r for r in out if len(r[0])]
+
+    def flush(self) -> Rows:
+        """The rows kept back (possibly none): the last, partial commit."""
+        rows, self._tail = self._tail, None
+        if rows is None:
+            return [], np.zeros((0, 0), dtype=np.float32), {}
+        self.position += len(rows[0])
+        return rows
+
+
+def _join(a: Rows, b: Rows) -> Rows:
+    labels = {k: list(a[2][k]) + list(b[2][k]) for k in a[2]}
+    return [*a[0], *b[0]], np.concatenate([a[1], b[1]]), labels
+
+
+def _cut(rows: Rows, n: int) -> tuple[Rows, Rows]:
+    paths, vectors, labels = rows
+    head = (paths[:n], vectors[:n], {k: list(v[:n]) for k, v in labels.items()})
+    tail = (paths[n:], vectors[n:], {k: list(v[n:]) for k, v in labels.items()})
+    return head, tail
