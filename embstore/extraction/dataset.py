@@ -7,7 +7,7 @@ the model's device, so what crosses processes (and pinned memory) is 4x smaller 
 With the GPU decoder (:mod:`.gpu`) a worker hands over JPEG bytes or a video's path instead.
 
 The loader (:func:`make_loader`) is safe to start after the parent decoded a clip itself
-(OpenCV's thread pool does not survive ``fork``: workers are then spawned), caps its workers to
+(OpenCV's thread pool does not survive ``fork``: workers never use it), caps its workers to
 the CPUs this process may use (one line says so), and sends the workers' warnings to the log
 (``--debug``) instead of the terminal.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
@@ -121,12 +120,14 @@ def warnings_to_log() -> Iterator[None]:
 
 
 def init_worker(_: int) -> None:
-    """One thread per DataLoader worker: the workers are the parallelism (OpenCV would
-    otherwise start a thread per core in every worker). Warnings go to the log."""
+    """Set up a DataLoader worker: one thread each (the workers are the parallelism), and the
+    warnings to the log. OpenCV runs sequentially (``setNumThreads(0)``), never touching the
+    thread pool a parent that used OpenCV before forking left behind in a broken state (with
+    ``setNumThreads(1)`` or more, such a worker hangs or crashes)."""
     import cv2
     import torch
 
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(0)
     torch.set_num_threads(1)
     warnings.showwarning = _log_warning
 
@@ -148,12 +149,6 @@ def cap_workers(requested: int) -> int:
     return requested
 
 
-def worker_context() -> str | None:
-    """How workers start: ``fork`` (fast) unless OpenCV is loaded here, whose thread pool, once
-    used, hangs or crashes forked children: then ``spawn``."""
-    return "spawn" if "cv2" in sys.modules else None
-
-
 def make_loader(
     dataset: VideoDataset, *, batch_size: int, num_workers: int, pin_memory: bool
 ) -> Any:
@@ -167,7 +162,6 @@ def make_loader(
         options.update(
             prefetch_factor=4,
             worker_init_fn=init_worker,
-            multiprocessing_context=worker_context(),
         )
     return torch.utils.data.DataLoader(
         dataset,
