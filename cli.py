@@ -624,6 +624,39 @@ def convert_dicom(
         raise typer.Exit(1)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard I/N`` -> ``(I, N)`` with ``0 <= I < N``."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise typer.BadParameter(f"expected I/N (e.g. 0/10), got {text!r}") from None
+    if not 0 <= index < count:
+        raise typer.BadParameter(f"need 0 <= I < N, got {text!r}")
+    return index, count
+
+
+def parse_devices(text: str) -> tuple[int, ...]:
+    """``--devices 0,1,3`` -> ``(0, 1, 3)``."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected CUDA device indices like 0,1,2, got {text!r}") from None
+
+
+def _extraction_choices() -> tuple[type[StrEnum], type[StrEnum], type[StrEnum]]:
+    """``--family`` (the encoder registry), ``--dtype`` and ``--decoder`` choices."""
+    from embstore.extraction.config import DECODERS, DTYPES
+    from embstore.extraction.encoders import REGISTRY
+
+    def choice(name: str, values: Any) -> type[StrEnum]:
+        return StrEnum(name, {v.replace("-", "_"): v for v in values})  # type: ignore[return-value]
+
+    return choice("Family", REGISTRY), choice("Dtype", DTYPES), choice("Decoder", DECODERS)
+
+
+Family, Dtype, Decoder = _extraction_choices()
+
+
 @_command
 def extract(
     input_dir: Annotated[
@@ -633,6 +666,7 @@ def extract(
     checkpoint: Annotated[
         Path, typer.Option(help="Original .pt checkpoint or a local Hugging Face folder.")
     ],
+    family: Annotated[Family, typer.Option(help="The encoder family.")] = Family("vjepa2"),
     model: Annotated[
         str | None,
         typer.Option(
@@ -646,10 +680,27 @@ def extract(
     frame_step: Annotated[int, typer.Option(min=1, help="Step between sampled frames.")] = 4,
     clips: Annotated[int, typer.Option(min=1, help="Clips per video, averaged.")] = 1,
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per batch.")] = 8,
-    num_workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 4,
+    num_workers: Annotated[
+        int, typer.Option(min=0, help="DataLoader worker processes (capped to the CPUs).")
+    ] = 4,
     device: Annotated[
         str | None, typer.Option(help="cuda or cpu (default: cuda when available).")
     ] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(help="CUDA devices, e.g. 0,1,2,3: one process each, one store."),
+    ] = None,
+    dtype: Annotated[
+        Dtype,
+        typer.Option(help="Encoder weights: auto = bfloat16 on CUDA, float32 on CPU."),
+    ] = "auto",  # type: ignore[assignment]
+    compile_model: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the encoder (CUDA).")
+    ] = False,
+    decoder: Annotated[
+        Decoder,
+        typer.Option(help="Decode frames on the cpu or gpu (auto: gpu on CUDA if installed)."),
+    ] = "auto",  # type: ignore[assignment]
     limit: Annotated[
         int | None, typer.Option(min=1, help="Embed at most this many inputs.")
     ] = None,
@@ -677,38 +728,41 @@ def extract(
     yes: Annotated[bool, typer.Option("--yes", help="Store tokens above --max-size.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Embed DICOMs and videos with a frozen V-JEPA2 encoder, straight into the store."""
+    """Embed DICOMs and videos with a frozen encoder (V-JEPA2), straight into the store."""
     from transformers.utils import logging as hf_logging
 
+    from embstore.extraction import ExtractConfig
     from embstore.extraction import extract as run
-    from embstore.extraction import parse_shard
 
+    config = ExtractConfig(
+        checkpoint=str(checkpoint),
+        family=str(family),
+        model=model,
+        checkpoint_key=checkpoint_key,
+        num_frames=num_frames,
+        frame_step=frame_step,
+        clips=clips,
+        sampling=sampling,
+        resize=resize,
+        pool=pool,
+        max_size=int(max_size * 1e9),
+        confirm=yes,
+        layout=layout.value if layout else None,
+        dicom_tags=tuple(dicom_tags or ()),
+        limit=limit,
+        shard=parse_shard(shard) if shard else None,
+        device=device,
+        devices=parse_devices(devices) if devices else (),
+        dtype=str(dtype),
+        compile=compile_model,
+        decoder=str(decoder),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        commit_every=commit_every,
+    )
     hf_logging.disable_progress_bar()
     with _progress(quiet, "extract", "clips") as progress:
-        report = run(
-            input_dir,
-            store=store,
-            checkpoint=checkpoint,
-            model=model,
-            checkpoint_key=checkpoint_key,
-            num_frames=num_frames,
-            frame_step=frame_step,
-            clips=clips,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            device=device,
-            limit=limit,
-            shard=parse_shard(shard) if shard else None,
-            layout=layout.value if layout else None,
-            dicom_tags=dicom_tags or [],
-            commit_every=commit_every,
-            sampling=sampling,
-            resize=resize,
-            pool=pool,
-            max_size=int(max_size * 1e9),
-            confirm=yes,
-            progress=progress,
-        )
+        report = run(input_dir, store=store, config=config, progress=progress)
     _say(quiet, f"{store}: {report.summary()}")
     for bad in report.bad:
         _say(quiet, one_line(f"  skipped {bad}"))

@@ -7,9 +7,8 @@ import logging
 import multiprocessing
 import os
 import zipfile
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,14 @@ from .keys import check_keys
 from .labels import Layout, get_layout, read_categories
 from .labels_csv import LabelsTable, label_columns, read_labels_csv
 from .store import AppendResult, StoreWriter, is_store
+from .store.committer import BackgroundCommitter
 from .store.layout import DEFAULT_BATCH_ROWS, row_chunk_for_ingest
-from .store.writer import AlignedBatches
+from .store.writer import AlignedBatches, RunRecord
 
 log = logging.getLogger(__name__)
 
 #: Batches that may wait for their commit while the next ones are read.
 COMMITS_IN_FLIGHT = 2
-#: How many bad rows and non-finite paths the provenance log keeps (the report keeps all).
-PROVENANCE_LIST_LIMIT = 100
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -155,13 +153,19 @@ def ingest(
     ):
         return _ingest_pt_files_in_parallel(files, jobs, options, progress)
     plan = _Plan.make(sources, layout, pattern, labels_csv, labels_key, categories)
-    run = _Run(plan, store=store, on_duplicate=on_duplicate, model=model, row_chunk=row_chunk)
-    try:
+    with contextlib.ExitStack() as stack:  # the run record: complete, failed or interrupted
+        run = _Run(
+            plan,
+            store=store,
+            on_duplicate=on_duplicate,
+            model=model,
+            row_chunk=row_chunk,
+            stack=stack,
+        )
         run.read_all(batch_rows=batch_rows, skip_bad=skip_bad, progress=progress)
-    except BaseException as exc:
-        run.fail(exc)
-        raise
-    report = run.finish()
+        report = run.finish()
+    if run.writer is not None:
+        report.rows = run.writer.rows
     for row in report.bad:
         log.warning("skipped %s", row)
     if plan.unlabelled and report.rows_added:
@@ -218,8 +222,9 @@ class _Plan:
 
 class _Run:
     """One ingest: reads batches, labels them, and commits them in order on a background
-    thread (file writes release the GIL), overlapping the reading of the next batches; at
-    most COMMITS_IN_FLIGHT batches wait, so memory stays bounded."""
+    thread (:class:`~embstore.store.committer.BackgroundCommitter`; file writes release the
+    GIL), overlapping the reading of the next batches; at most COMMITS_IN_FLIGHT batches wait,
+    so memory stays bounded. The store's run record and the committer live in ``stack``."""
 
     def __init__(
         self,
@@ -229,16 +234,24 @@ class _Run:
         on_duplicate: str,
         model: str | None,
         row_chunk: int | None,
+        stack: contextlib.ExitStack,
     ) -> None:
         self.plan, self.store, self.on_duplicate = plan, store, on_duplicate
-        self.model, self.row_chunk = model, row_chunk
-        self.writer = StoreWriter(store, on_duplicate=on_duplicate) if is_store(store) else None
-        self.report = IngestReport(store=str(store), rows=self.writer.rows if self.writer else 0)
-        if self.writer is not None:
-            self.writer.start_run("ingest", **plan.run_info)
-        self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embstore-commit")
-        self.pending: deque[Future[AppendResult]] = deque()
+        self.model, self.row_chunk, self.stack = model, row_chunk, stack
+        self.report = IngestReport(store=str(store))
+        self.writer: StoreWriter | None = None
+        self.record: RunRecord | None = None
+        self.committer: BackgroundCommitter | None = None
         self.aligned: AlignedBatches | None = None
+        if is_store(store):
+            self._open(StoreWriter(store, on_duplicate=on_duplicate))
+
+    def _open(self, writer: StoreWriter) -> None:
+        self.writer = writer
+        self.report.rows = writer.rows
+        self.record = self.stack.enter_context(writer.run("ingest", self.plan.run_info))
+        committer = BackgroundCommitter(writer, in_flight=COMMITS_IN_FLIGHT, on_result=self._count)
+        self.committer = self.stack.enter_context(committer)  # leaves before the run record
 
     def _already_stored(self, path: str) -> bool:
         return (
@@ -267,7 +280,6 @@ class _Run:
                 if progress is not None:
                     progress(done, total - skipped)
         self._flush()
-        self._collect()
 
     def _rows_of(
         self, batch: SourceBatch, source: Source, skip_bad: bool
@@ -281,63 +293,48 @@ class _Run:
     def _commit(self, rows: tuple[list[str], np.ndarray, dict[str, list[Any]]]) -> None:
         paths, vectors, labels = rows
         if self.writer is None and len(paths):
-            self.writer = StoreWriter(
+            writer = StoreWriter(
                 self.store,
                 feature_size=vectors.shape[1],
                 model=self.model,
                 on_duplicate=self.on_duplicate,
                 row_chunk=self.row_chunk or row_chunk_for_ingest(vectors.shape[1], len(paths)),
             )
-            self.writer.start_run("ingest", **self.plan.run_info)
+            self._open(writer)
             self.report.created = True
-        if self.writer is None or not len(paths):
+        if self.committer is None or not len(paths):
             return
         if self.aligned is None:  # commits end on chunk edges: no chunk is written twice
+            assert self.writer is not None
             self.aligned = AlignedBatches(self.writer.rows, self.writer.row_chunk)
         for batch in self.aligned.take(rows):
-            self._submit(batch)
-
-    def _submit(self, rows: tuple[list[str], np.ndarray, dict[str, list[Any]]]) -> None:
-        assert self.writer is not None
-        self._collect(keep=COMMITS_IN_FLIGHT - 1)
-        self.pending.append(self.committer.submit(self.writer.append, *rows))
+            self.committer.submit(*batch)
 
     def _flush(self) -> None:
-        """Commit the rows kept back to end on a chunk edge (the run's last commit)."""
+        """Commit the rows kept back to end on a chunk edge (the run's last commit), and wait."""
+        if self.committer is None:
+            return
         if self.aligned is not None and len((tail := self.aligned.flush())[0]):
-            self._submit(tail)
+            self.committer.submit(*tail)
+        self.committer.flush()
 
-    def _collect(self, keep: int = 0) -> None:
-        while len(self.pending) > keep:
-            result = self.pending.popleft().result()
-            self.report.rows_added += result.added
-            self.report.already_stored += len(result.duplicates)
-            self.report.nonfinite.extend(result.nonfinite)
-            self.report.rows = result.rows
-
-    def fail(self, exc: BaseException) -> None:
-        """Commit what is good and in flight, and record the run as failed or interrupted."""
-        with contextlib.suppress(BaseException):
-            self._flush()
-            self._collect()
-        self.committer.shutdown()
-        if self.writer is not None:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            self.writer.finish_run(status, error=str(exc) or type(exc).__name__)
+    def _count(self, result: AppendResult) -> None:
+        self.report.rows_added += result.added
+        self.report.already_stored += len(result.duplicates)
+        self.report.nonfinite.extend(result.nonfinite)
+        self.report.rows = result.rows
 
     def finish(self) -> IngestReport:
-        """Record the run as complete; return the report."""
-        self.committer.shutdown()
+        """Wait for the last commits; give the run record its summary."""
         report = self.report
-        if self.writer is not None:
-            self.writer.finish_run(
-                "complete",
+        if self.committer is not None and self.record is not None:
+            self.committer.flush()
+            self.record.update(
                 bad_count=len(report.bad),
-                bad=[str(b) for b in report.bad[:PROVENANCE_LIST_LIMIT]],
+                bad=[str(b) for b in report.bad],
                 nonfinite_count=len(report.nonfinite),
                 outside_categories=report.outside_categories,
             )
-            report.rows = self.writer.rows
         return report
 
 

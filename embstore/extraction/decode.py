@@ -153,7 +153,7 @@ def _decode_pixels(
         raise
     except Exception as exc:  # noqa: BLE001 - decoders raise many types; texts may quote values
         msg = f"cannot decode pixel data ({type(exc).__name__})"
-        raise BadInputError(str(path), msg) from None
+        raise BadInputError(str(path), missing_decoder(ds) or msg) from None
     if array.ndim == 3:  # monochrome (T, H, W)
         array = _to_uint8(array, bits)
         if photometric == "MONOCHROME1":
@@ -166,6 +166,56 @@ def _decode_pixels(
         shown = photometric if photometric in _KNOWN_PHOTOMETRIC else "unrecognized photometric"
         raise BadInputError(str(path), f"unsupported pixel layout {array.shape} ({shown})")
     return np.ascontiguousarray(array)
+
+
+def missing_decoder(ds: Any) -> str | None:
+    """When no installed plugin decodes ``ds``'s transfer syntax (JPEG-LS, JPEG 2000...), a
+    line naming it and the packages pydicom's decoders ask for; None otherwise."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
+    except Exception:  # noqa: BLE001 - no decoder at all for this syntax, or no file meta
+        return None
+    if decoder.is_available:
+        return None
+    # pydicom's lines read "pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1"
+    options = [line.partition(" - requires ")[2] or line for line in decoder.missing_dependencies]
+    options = [o.removeprefix("numpy and ") for o in options]
+    return (
+        f"cannot decode {decoder.UID.name} pixel data: no decoder installed "
+        f"(pip install one of: {'; '.join(options)})"
+    )
+
+
+def read_dicom_jpeg(
+    path: str | os.PathLike[str],
+    *,
+    keywords: Sequence[str] = (),
+    select: Callable[[int], np.ndarray],
+) -> tuple[list[bytes], np.ndarray, dict[str, str]] | None:
+    """For the GPU decoder: the compressed bytes of the wanted frames of a JPEG Baseline colour
+    cine, the indices that expand them to the wanted order, and the allow-listed labels; None
+    for any other DICOM (decoded on the CPU). Stills and unreadable files raise as in
+    :func:`read_dicom_frames`."""
+    from .gpu import is_gpu_jpeg, jpeg_frames
+
+    path = Path(path)
+    with _quiet_pydicom():
+        ds = _read(path)
+        if "PixelData" not in ds:
+            raise BadInputError(str(path), "no pixel data")
+        frames = _number(ds, "NumberOfFrames", path, cast=int) or 1
+        if frames < 2:
+            raise SingleFrameError(str(path), "single-frame still")
+        if not is_gpu_jpeg(ds):
+            return None
+        try:
+            data, inverse = jpeg_frames(ds, frames, np.asarray(select(frames)))
+        except Exception as exc:  # noqa: BLE001 - texts may quote values
+            msg = f"cannot read JPEG frames ({type(exc).__name__})"
+            raise BadInputError(str(path), msg) from None
+        return data, inverse, header_labels(ds, keywords)
 
 
 def _is_jpeg_ybr(ds: Any) -> bool:

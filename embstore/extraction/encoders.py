@@ -1,10 +1,13 @@
 """Embedding models behind one interface, and V-JEPA2 as the first of them.
 
-An extractor has a ``name``, a config dataclass, a ``dim`` and ``embed(clips) -> (n, dim)``;
-:data:`REGISTRY` maps model family names to factories, so a second family plugs in without
-touching the pipeline (:mod:`embstore.extraction.pipeline`). Each extractor owns its
-preprocessing (:meth:`Extractor.clip_spec`). A checkpoint is checked before any model is built,
-so a wrong file is reported in seconds.
+An extractor (the :class:`Extractor` protocol) has a ``name``, a ``dim``, its preprocessing
+(:meth:`Extractor.clip_spec`) and ``tokens(clips) -> (n, tokens, dim)``; the pipeline pools the
+tokens (:mod:`embstore.extraction.pipeline`). :data:`REGISTRY` maps family names to factories
+(``register("name")``), so another family plugs in without touching the pipeline, and the CLI
+takes its ``--family`` choices from it. A factory gets the run's
+:class:`~embstore.extraction.config.ExtractConfig` fields as keywords. A checkpoint is checked
+against the model it is meant for before any model is built, so a wrong file is refused in
+seconds, in one line.
 """
 
 from __future__ import annotations
@@ -130,13 +133,16 @@ def convert_original_state_dict(state: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class VJEPA2Settings:
-    """How a V-JEPA2 encoder is built and loaded."""
+    """How a V-JEPA2 encoder is built and loaded (``dtype``: see
+    :data:`embstore.extraction.config.DTYPES`)."""
 
     checkpoint: str
     model: str | None = None  # preset name, a config.json path, or None for an HF folder
     checkpoint_key: str = "target_encoder"
     device: str = "cpu"
     config: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "auto"
+    compile: bool = False
 
 
 def _vjepa2_config(model: str | None, checkpoint: Path) -> Any:
@@ -194,6 +200,37 @@ def read_encoder_state(settings: VJEPA2Settings) -> dict[str, Any]:
     return {k.removeprefix("encoder."): v for k, v in convert_original_state_dict(state).items()}
 
 
+def check_fits(state: dict[str, Any], config: Any, checkpoint: Path, model: str | None) -> None:
+    """Refuse, in one line, encoder weights whose shapes do not fit ``config`` (e.g. a ViT-L
+    checkpoint with ``model="vith"``); the model is built on the meta device (no memory)."""
+    import torch
+    from transformers import VJEPA2Model
+
+    with torch.device("meta"):
+        expected = VJEPA2Model(config).encoder.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in expected.items()}
+    wrong = [k for k in shapes if k in state and tuple(state[k].shape) != shapes[k]]
+    missing = [k for k in expected if k not in state]
+    if not wrong and not missing:
+        return
+    have = _describe_weights(state)
+    want = f"{config.hidden_size}-d, {config.num_hidden_layers} layers"
+    detail = (
+        f"{wrong[0]} is {tuple(state[wrong[0]].shape)}, the model needs {shapes[wrong[0]]}"
+        if wrong
+        else f"{len(missing)} weights missing, e.g. {missing[0]}"
+    )
+    msg = f"the checkpoint holds a {have} encoder, model={model!r} is {want} ({detail})"
+    raise BadInputError(str(checkpoint), msg)
+
+
+def _describe_weights(state: dict[str, Any]) -> str:
+    proj = state.get("embeddings.patch_embeddings.proj.weight")
+    layers = {int(m.group(1)) for k in state if (m := re.match(r"layer\.(\d+)\.", k))}
+    width = f"{proj.shape[0]}-d, " if proj is not None else ""
+    return f"{width}{len(layers)}-layer"
+
+
 def _load_plain(checkpoint: Path) -> Any:
     import torch
 
@@ -219,7 +256,9 @@ def load_vjepa2(settings: VJEPA2Settings) -> Any:
         config = _vjepa2_config(settings.model, checkpoint)
         model = VJEPA2Model.from_pretrained(checkpoint, config=config, local_files_only=True)
         return model.eval()
-    model = VJEPA2Model(_vjepa2_config(settings.model, checkpoint))
+    config = _vjepa2_config(settings.model, checkpoint)
+    check_fits(state, config, checkpoint, settings.model)
+    model = VJEPA2Model(config)
     missing, unexpected = model.encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         msg = (
@@ -230,9 +269,26 @@ def load_vjepa2(settings: VJEPA2Settings) -> Any:
     return model.eval()
 
 
+def resolve_dtype(dtype: str, device: Any) -> tuple[Any, bool]:
+    """``(weights' torch dtype, autocast?)`` for a :data:`~.config.DTYPES` name on ``device``:
+    ``auto`` is bfloat16 weights on CUDA, float32 elsewhere."""
+    import torch
+
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" else "float32"
+    if dtype == "bfloat16-autocast":
+        return torch.float32, device.type == "cuda"
+    return getattr(torch, dtype), False
+
+
 class VJEPA2Extractor:
     """Frozen V-JEPA2 encoder: the last hidden state's tokens; preprocessing as upstream's
-    frozen evaluation (:mod:`embstore.extraction.preprocess`)."""
+    frozen evaluation (:mod:`embstore.extraction.preprocess`).
+
+    On CUDA the weights are cast to ``settings.dtype`` (bfloat16 by default: no autocast, so no
+    per-call casts), attention runs through PyTorch's SDPA (flash / memory-efficient kernels),
+    and ``settings.compile`` wraps the model in ``torch.compile``.
+    """
 
     name = "vjepa2"
 
@@ -241,7 +297,12 @@ class VJEPA2Extractor:
 
         self.settings = settings
         self.device = torch.device(settings.device)
-        self.model = load_vjepa2(settings).to(self.device)
+        self.dtype, self.autocast = resolve_dtype(settings.dtype, self.device)
+        model = load_vjepa2(settings)
+        if model.config._attn_implementation != "sdpa":  # eager attention is ~2x slower
+            model.set_attn_implementation("sdpa")
+        self.model = model.to(self.device, dtype=self.dtype)
+        self._forward = torch.compile(self.model) if settings.compile else self.model
         config = self.model.config
         self.dim = int(config.hidden_size)
         self.crop = int(config.crop_size)
@@ -259,10 +320,10 @@ class VJEPA2Extractor:
     def tokens(self, clips: Any) -> Any:
         import torch
 
-        clips = clips.to(self.device, non_blocking=True)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        clips = clips.to(self.device, dtype=self.dtype, non_blocking=True)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast)
         with torch.inference_mode(), autocast:
-            out = self.model(pixel_values_videos=clips, skip_predictor=True).last_hidden_state
+            out = self._forward(pixel_values_videos=clips, skip_predictor=True).last_hidden_state
         return out.float()
 
     def describe(self) -> dict[str, Any]:
@@ -280,6 +341,7 @@ class VJEPA2Extractor:
             "crop_size",
         )
         is_folder = Path(self.settings.checkpoint).is_dir()
+        dtype = str(self.dtype).removeprefix("torch.")
         return {
             "family": self.name,
             "model": self.settings.model or Path(self.settings.checkpoint).name,
@@ -288,15 +350,36 @@ class VJEPA2Extractor:
             "checkpoint_key": None if is_folder else self.settings.checkpoint_key,
             "architecture": {k: config[k] for k in keys},
             "pooling": "mean over tokens of last_hidden_state; mean over clips",
-            "dtype": "bfloat16 autocast" if self.device.type == "cuda" else "float32",
+            "dtype": "bfloat16 autocast" if self.autocast else dtype,
+            "attention": self.model.config._attn_implementation,
+            "compiled": bool(self.settings.compile),
             "device": self.device.type,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         }
 
 
 @register("vjepa2")
-def make_vjepa2(**kwargs: Any) -> VJEPA2Extractor:
-    return VJEPA2Extractor(VJEPA2Settings(**kwargs))
+def make_vjepa2(
+    *,
+    checkpoint: str,
+    model: str | None = None,
+    checkpoint_key: str = "target_encoder",
+    device: str = "cpu",
+    dtype: str = "auto",
+    compile: bool = False,  # noqa: A002 - the setting's name
+    **_: Any,
+) -> VJEPA2Extractor:
+    """A V-JEPA2 extractor from an :class:`~embstore.extraction.config.ExtractConfig`'s fields
+    (the ones it does not use are ignored)."""
+    settings = VJEPA2Settings(
+        checkpoint=checkpoint,
+        model=model,
+        checkpoint_key=checkpoint_key,
+        device=device,
+        dtype=dtype,
+        compile=compile,
+    )
+    return VJEPA2Extractor(settings)
 
 
 __all__ = [
@@ -305,6 +388,8 @@ __all__ = [
     "Extractor",
     "VJEPA2Extractor",
     "convert_original_state_dict",
+    "check_fits",
     "read_encoder_state",
     "register",
+    "resolve_dtype",
 ]

@@ -1,11 +1,15 @@
 """Extraction: echo DICOMs and videos -> frozen encoder -> embeddings committed to the store.
 
-Workers decode and resize (:mod:`.dataset`); the main process normalizes on the model's
-device and runs the encoder batched under ``torch.inference_mode()`` (bf16 autocast on CUDA,
-float32 on CPU); rows are committed every ``commit_every`` videos. A killed run loses at most
-the uncommitted videos: re-running the same command skips every committed path.
-``shard=(i, n)`` splits the inputs by a stable hash of their paths, so ``n`` processes (a
-SLURM array) can fill one store at once.
+:func:`extract` runs an :class:`~embstore.extraction.config.ExtractConfig`. DataLoader workers
+decode and resize (:mod:`.dataset`), or, with the GPU decoder, only read bytes (:mod:`.gpu`);
+the main process normalizes on the model's device and runs the encoder batched under
+``torch.inference_mode()``. Nothing waits for anything it does not need: on CUDA the batches
+come prefetched into pinned memory, ``in_flight`` batches are on the device at once (their
+results copied back without blocking), and commits run on a background thread
+(:class:`~embstore.store.committer.BackgroundCommitter`) every ``commit_every`` videos. A killed
+run loses at most the uncommitted videos: re-running the same command skips every committed
+path. ``shard=(i, n)`` splits the inputs by a stable hash of their paths, so ``n`` processes (a
+SLURM array, or ``devices``: one per GPU) can fill one store at once.
 
 Besides the pooled ``embedding (sample, feature)`` (the mean over tokens, then over clips),
 ``pool="grid:T,H,W"`` or ``pool="none"`` also stores ``tokens (sample, token, feature)`` in
@@ -14,10 +18,13 @@ float16: the token grid average-pooled to T x H x W, or every token.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +35,15 @@ from ..errors import BadInputError, EmbstoreError, StoreError
 from ..formats.base import BadRow
 from ..keys import check_keys
 from ..labels import get_layout
-from ..store import StoreWriter
+from ..store import AppendResult, StoreWriter
+from ..store.committer import BackgroundCommitter
 from ..store.layout import row_chunk_for_commits
-from .dataset import VideoDataset, collate, init_worker, list_inputs, shard_of
+from .config import ExtractConfig
+from .dataset import VideoDataset, list_inputs, make_loader, shard_of, warnings_to_log
 from .decode import check_keywords
+from .devices import pick_device, run_on_devices
 from .encoders import REGISTRY, Extractor
+from .gpu import DECODER_NAMES, choose_decoder, has_nvdec
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +59,13 @@ DEFINING = (
     "sampling",
     "resize",
     "pool",
+    "decoder",
 )
 #: What stores made before ``sampling``/``resize``/``pool`` were recorded used.
 LEGACY = {"sampling": "centered", "resize": "antialias", "pool": "mean"}
-DEFAULT_MAX_SIZE = 100_000_000_000  # bytes (100 GB)
+#: Settings recorded later, and what a store made before them used.
+LATER = {"decoder": DECODER_NAMES["cpu"]}
+ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass
@@ -81,28 +95,6 @@ class ExtractReport:
             + (f", {len(self.bad)} bad (skipped)" if self.bad else "")
             + f"; store has {self.rows}"
         )
-
-
-def pick_device(device: str | None) -> str:
-    """`None` -> `cuda` when available, else `cpu`; asking for CUDA without one is an error."""
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EmbstoreError(f"device={device!r}: no CUDA device here (use device='cpu')")
-    return device
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``."""
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise BadInputError("shard", f"expected I/N (e.g. 0/10), got {text!r}") from None
-    if not 0 <= index < count:
-        raise BadInputError("shard", f"need 0 <= I < N, got {text!r}")
-    return index, count
 
 
 def parse_pool(pool: str) -> tuple[int, int, int] | None | str:
@@ -168,14 +160,27 @@ def check_token_size(rows: int, tokens: int, dim: int, *, max_size: int, confirm
 
 
 def describe_run(
-    extractor: Extractor, spec: Any, pool: str, store: str | os.PathLike[str]
+    extractor: Extractor,
+    spec: Any,
+    pool: str,
+    store: str | os.PathLike[str],
+    decoder: str = DECODER_NAMES["cpu"],
 ) -> dict[str, Any]:
     """The extraction record for the store; for a store made before ``sampling``, ``resize``
-    and ``pool`` were recorded, only the earlier rules (:data:`LEGACY`) may add to it."""
+    and ``pool`` were recorded, only the earlier rules (:data:`LEGACY`) may add to it, and
+    before ``decoder`` was, only the CPU decoder (:data:`LATER`)."""
     rules = {"sampling": spec.sampling, "resize": spec.resize, "pool": pool}
-    record = {**extractor.describe(), "clip": spec.geometry(), **rules}
+    record = {**extractor.describe(), "clip": spec.geometry(), **rules, "decoder": decoder}
     existing = _existing_record(store)
-    if existing is None or "sampling" in existing:
+    if existing is None:
+        return record
+    for key, before in LATER.items():
+        if key not in existing:
+            if record[key] != before:
+                msg = f"{store}: made with {key}={before!r}; this run's is {record[key]!r}"
+                raise StoreError(msg)
+            del record[key]
+    if "sampling" in existing:
         return record
     if rules != LEGACY:
         earlier = ", ".join(f"{k}={v!r}" for k, v in LEGACY.items())
@@ -198,154 +203,269 @@ def extract(
     input: str | os.PathLike[str],  # noqa: A002 - mirrors the CLI
     *,
     store: str | os.PathLike[str],
-    checkpoint: str | os.PathLike[str],
-    model: str | None = None,
-    family: str = "vjepa2",
-    checkpoint_key: str = "target_encoder",
-    num_frames: int = 16,
-    frame_step: int = 4,
-    clips: int = 1,
-    sampling: str = "upstream",
-    resize: str = "upstream",
-    pool: str = "mean",
-    max_size: int = DEFAULT_MAX_SIZE,
-    confirm: bool = False,
-    batch_size: int = 8,
-    num_workers: int = 4,
-    device: str | None = None,
-    limit: int | None = None,
-    shard: tuple[int, int] | None = None,
-    layout: str | None = None,
-    dicom_tags: Sequence[str] = (),
-    commit_every: int = 256,
-    progress: Callable[[int, int], None] | None = None,
+    config: ExtractConfig | None = None,
+    progress: ProgressCallback | None = None,
+    **settings: Any,
 ) -> ExtractReport:
     """Embed every DICOM and video under ``input`` into ``store``, resumable and shardable.
 
-    Parameters are those of ``embstore extract``. ``sampling`` and ``resize`` pick the
-    preprocessing rules (``"upstream"``: as facebookresearch/vjepa2's frozen evaluation; see
-    :mod:`embstore.extraction.preprocess`). ``pool`` is ``"mean"`` (only the pooled
-    ``embedding``), ``"grid:T,H,W"`` or ``"none"`` (also ``tokens``, float16; refused above
-    ``max_size`` bytes unless ``confirm``). ``shard=(i, n)`` keeps the inputs whose stable path
-    hash falls in shard ``i`` of ``n``. Only the DICOM header fields named in ``dicom_tags``
-    are stored (as labels); nothing else from a header reaches the store.
+    Parameters
+    ----------
+    input
+        A folder, searched recursively for DICOMs (by suffix or preamble) and videos.
+    store
+        The store; created if missing. Its provenance records ``config``.
+    config
+        The run's settings (:class:`~embstore.extraction.config.ExtractConfig`).
+    progress
+        Called with ``(clips_done, clips_total)`` after each batch.
+    **settings
+        :class:`ExtractConfig` fields, instead of ``config`` or overriding it.
+
+    Only the DICOM header fields named in ``dicom_tags`` are stored (as labels); nothing else
+    from a header reaches the store.
+
+    Examples
+    --------
+    >>> config = ExtractConfig(checkpoint="vitl.pt", model="vitl", layout="mimic-echo")
+    >>> embstore.extraction.extract("files/", store="echo.store", config=config)  # doctest: +SKIP
     """
+    if config is None:
+        if "checkpoint" not in settings:
+            raise BadInputError("checkpoint", "needed (give config= or checkpoint=)")
+        config = ExtractConfig(**settings)
+    elif settings:
+        config = config.with_(**settings)
     root = Path(input)
     if not root.is_dir():
         raise BadInputError(str(root), "not a folder")
-    parse_pool(pool)
-    device = pick_device(device)
-    resolved = get_layout(layout)
-    keywords = check_keywords(dicom_tags)
-    if family not in REGISTRY:
-        raise EmbstoreError(f"unknown model family {family!r} (have: {', '.join(REGISTRY)})")
-    paths = list_inputs(root)
-    # file names become row keys: ones that break the key policy are reported and skipped
-    refused = check_keys(paths, source=str(root), skip_bad=True)
-    paths = [p for i, p in enumerate(paths) if i not in {v.index for v in refused}]
-    if shard is not None:
-        paths = [p for p in paths if shard_of(p, shard[1]) == shard[0]]
-    extractor = REGISTRY[family](
-        checkpoint=str(checkpoint), model=model, checkpoint_key=checkpoint_key, device=device
+    if len(config.devices) > 1:
+        part = functools.partial(_extract_part, str(root), str(store))
+        return run_on_devices(config, part, functools.partial(_merge, str(store)))
+    return _extract(root, store, config, progress)
+
+
+def _extract_part(root: str, store: str, config: ExtractConfig) -> ExtractReport:
+    """One device's process of a ``devices`` run (module-level: it is pickled)."""
+    return _extract(Path(root), store, config, None)
+
+
+def _merge(store: str, reports: list[ExtractReport]) -> ExtractReport:
+    merged = ExtractReport(store=store)
+    for r in reports:
+        merged.inputs += r.inputs
+        merged.added += r.added
+        merged.already_stored += r.already_stored
+        merged.stills += r.stills
+        merged.bad += r.bad
+        merged.clips += r.clips
+        merged.token_bytes += r.token_bytes
+        merged.seconds = max(merged.seconds, r.seconds)
+        merged.rows = max(merged.rows, r.rows)
+    return merged
+
+
+def _extract(
+    root: Path, store: str | os.PathLike[str], config: ExtractConfig, progress: Any
+) -> ExtractReport:
+    device = pick_device(config.device, config.devices)
+    layout = get_layout(config.layout)
+    keywords = check_keywords(config.dicom_tags)
+    if config.family not in REGISTRY:
+        msg = f"unknown model family {config.family!r} (have: {', '.join(REGISTRY)})"
+        raise BadInputError("family", msg)
+    extractor = REGISTRY[config.family](  # the checkpoint is checked before any input is read
+        checkpoint=config.checkpoint,
+        model=config.model,
+        checkpoint_key=config.checkpoint_key,
+        device=device,
+        dtype=config.dtype,
+        compile=config.compile,
+        **config.family_options,
     )
     spec = extractor.clip_spec(
-        num_frames=num_frames, frame_step=frame_step, clips=clips, sampling=sampling, resize=resize
+        num_frames=config.num_frames,
+        frame_step=config.frame_step,
+        clips=config.clips,
+        sampling=config.sampling,
+        resize=config.resize,
     )
-    tokens = token_count(extractor.token_grid(num_frames), pool)
-    most = len(paths) if limit is None else min(limit, len(paths))  # before the store is touched
-    token_bytes = check_token_size(most, tokens, extractor.dim, max_size=max_size, confirm=confirm)
-    description = describe_run(extractor, spec, pool, store)
+    decoder = _decoder(config, extractor.device)
+    paths, refused = _inputs(root, config)
+    tokens = token_count(extractor.token_grid(config.num_frames), config.pool)
+    most = len(paths) if config.limit is None else min(config.limit, len(paths))
+    token_bytes = check_token_size(
+        most, tokens, extractor.dim, max_size=config.max_size, confirm=config.confirm
+    )  # before the store is touched
+    description = describe_run(extractor, spec, config.pool, store, DECODER_NAMES[decoder])
     writer = StoreWriter(
         store,
         feature_size=extractor.dim,
         model=description["model"],
-        row_chunk=row_chunk_for_commits(extractor.dim, commit_every),  # whole chunks per commit
+        row_chunk=row_chunk_for_commits(extractor.dim, config.commit_every),  # whole chunks
     )
     writer.claim("extraction", description, defining=DEFINING)
     report = ExtractReport(store=str(store), inputs=len(paths), token_bytes=token_bytes)
     report.bad += [BadRow(str(root), str(v)) for v in refused]
     todo = [p for p in paths if not writer.contains(p)]
     report.already_stored = len(paths) - len(todo)
-    todo = todo[:limit] if limit is not None else todo
-    writer.start_run(
-        "extract", input=str(root), shard=list(shard) if shard else None, model=description["model"]
+    todo = todo[: config.limit] if config.limit is not None else todo
+    dataset = VideoDataset(
+        root, todo, spec, keywords, decoder=decoder, nvdec=decoder == "gpu" and has_nvdec()
     )
-    run = _Run(extractor, spec, pool, writer, resolved, report, root)
-    dataset = VideoDataset(root, todo, spec, keywords)
-    try:
-        run.loop(dataset, batch_size, num_workers, commit_every, progress)
-    except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        writer.finish_run(status, error=type(exc).__name__)  # texts may quote inputs
-        raise
-    return run.finish()
+    options = {"input": str(root), "config": config.record(), "device": str(extractor.device)}
+    options.update(decoder=DECODER_NAMES[decoder], model=description["model"])
+    with contextlib.ExitStack() as stack:
+        record = stack.enter_context(writer.run("extract", options))
+        run = _Run(extractor, spec, config, writer, layout, report, root)
+        run.committer = stack.enter_context(
+            BackgroundCommitter(writer, in_flight=config.in_flight, on_result=run.count)
+        )
+        stack.enter_context(warnings_to_log())
+        run.loop(dataset, progress)
+        run.finish(record)
+    report.rows = writer.rows
+    for row in report.bad:
+        log.warning("skipped %s", row)
+    return report
+
+
+def _decoder(config: ExtractConfig, device: Any) -> str:
+    if config.resize != "upstream" and config.decoder != "cpu":
+        if config.decoder == "gpu":
+            raise BadInputError("decoder", "the GPU decoder resizes as resize='upstream' only")
+        return "cpu"
+    return choose_decoder(config.decoder, device)
+
+
+def _inputs(root: Path, config: ExtractConfig) -> tuple[list[str], list[Any]]:
+    """The run's input paths (its shard), and the names refused by the key policy."""
+    paths = list_inputs(root)
+    # file names become row keys: ones that break the key policy are reported and skipped
+    refused = check_keys(paths, source=str(root), skip_bad=True)
+    paths = [p for i, p in enumerate(paths) if i not in {v.index for v in refused}]
+    if config.shard is not None:
+        index, count = config.shard
+        paths = [p for p in paths if shard_of(p, count) == index]
+    return paths, refused
+
+
+@dataclass
+class _Flight:
+    """One batch on its way: launched on the device, its results copied back asynchronously."""
+
+    paths: list[str]
+    labels: list[dict[str, str]]
+    vectors: Any
+    tokens: Any
+    event: Any = None
+
+    def land(self) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.event is not None:
+            self.event.synchronize()
+        kept = None if self.tokens is None else self.tokens.numpy()
+        return self.vectors.numpy(), kept
 
 
 class _Run:
-    """One extraction run's loop and pending rows (so :func:`extract` stays short)."""
+    """One extraction run's loop: batches in flight on the device, rows waiting for their
+    commit (so :func:`extract` stays short)."""
 
     def __init__(
         self,
         extractor: Extractor,
         spec: Any,
-        pool: str,
+        config: ExtractConfig,
         writer: StoreWriter,
         layout: Any,
         report: ExtractReport,
         root: Path,
     ) -> None:
-        self.extractor, self.spec, self.pool, self.writer = extractor, spec, pool, writer
+        self.extractor, self.spec, self.config, self.writer = extractor, spec, config, writer
         self.layout, self.report, self.root = layout, report, root
+        self.device = extractor.device
+        self.cuda = self.device.type == "cuda"
         self.native = extractor.token_grid(spec.num_frames)
         self.pending: dict[str, list[Any]] = {"paths": [], "vectors": [], "labels": []}
         self.pending["tokens"] = []
+        self.flights: deque[_Flight] = deque()
+        self.committer: BackgroundCommitter | None = None
+        self._jpeg: Callable[[list[Any]], list[Any]] | None = None
         self.start = time.perf_counter()
 
-    def loop(
-        self,
-        dataset: VideoDataset,
-        batch_size: int,
-        num_workers: int,
-        commit_every: int,
-        progress: Callable[[int, int], None] | None,
-    ) -> None:
-        import torch
-
-        loader = torch.utils.data.DataLoader(
+    def loop(self, dataset: VideoDataset, progress: ProgressCallback | None) -> None:
+        config = self.config
+        loader = make_loader(
             dataset,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            collate_fn=collate,
-            worker_init_fn=init_worker,
-            pin_memory=self.extractor.device.type == "cuda",
+            batch_size=config.batch_size,
+            num_workers=config.num_workers,
+            pin_memory=self.cuda,
         )
         done, total = 0, len(dataset) * self.spec.clips
         for batch in loader:
             self.report.stills += batch["stills"]
             self.report.bad += [BadRow(str(self.root / p), why) for p, why in batch["bad"]]
             if batch["paths"]:
-                self._embed(batch)
-            if len(self.pending["paths"]) >= commit_every:
-                self._commit()
+                self.flights.append(self._launch(batch))
+            while len(self.flights) > (config.in_flight if self.cuda else 0):
+                self._land(self.flights.popleft())
             done += len(batch["paths"]) + len(batch["stills"]) + len(batch["bad"])
             if progress:  # in clips, so a progress bar's rate reads clips/s
                 progress(done * self.spec.clips, total)
+        while self.flights:
+            self._land(self.flights.popleft())
         self._commit()
 
-    def _embed(self, batch: dict[str, Any]) -> None:
-        clips = self.spec.normalize(batch["clips"], device=self.extractor.device)
-        tokens = self.extractor.tokens(clips)  # (videos * clips, L, D)
+    def _clips(self, batch: dict[str, Any]) -> Any:
+        """The batch's normalized clips on the device (decoded there when the GPU decodes)."""
+        if batch["clips"] is not None:
+            return self.spec.normalize(batch["clips"], device=self.device)
+        import torch
+
+        from .gpu import decode_jpeg_items, decode_video_on_device, gpu_jpeg_decoder
+
+        if self._jpeg is None:
+            self._jpeg = gpu_jpeg_decoder(self.device)
+        crop, items = self.spec.crop, batch["items"]
+        jpegs = iter(decode_jpeg_items([p for k, p in items if k == "jpeg"], crop, self._jpeg))
+        parts = []
+        for (kind, payload), path in zip(items, batch["paths"], strict=True):
+            if kind == "crops":
+                parts.append(payload.to(self.device, non_blocking=True))
+            elif kind == "jpeg":
+                parts.append(next(jpegs))
+            else:
+                wanted = self.spec.indices
+                parts.append(
+                    decode_video_on_device(str(self.root / path), wanted, crop, self.device)
+                )
+        return self.spec.normalize(torch.stack(parts), device=self.device)
+
+    def _launch(self, batch: dict[str, Any]) -> _Flight:
+        tokens = self.extractor.tokens(self._clips(batch))  # (videos * clips, L, D)
         n, per = len(batch["paths"]), self.spec.clips
-        vectors = tokens.mean(dim=1).reshape(n, per, -1).mean(dim=1).cpu().numpy()
-        kept = pool_tokens(tokens, self.native, self.pool)
+        vectors = tokens.mean(dim=1).reshape(n, per, -1).mean(dim=1)
+        kept = pool_tokens(tokens, self.native, self.config.pool)
         if kept is not None:
-            kept = kept.reshape(n, per, *kept.shape[1:]).mean(dim=1).half().cpu().numpy()
-        for i, path in enumerate(batch["paths"]):
+            kept = kept.reshape(n, per, *kept.shape[1:]).mean(dim=1).half()
+        self.report.clips += n * per
+        flight = _Flight(batch["paths"], batch["labels"], _to_host(vectors), _to_host(kept))
+        if self.cuda:
+            import torch
+
+            flight.event = torch.cuda.Event()
+            flight.event.record()
+        return flight
+
+    def _land(self, flight: _Flight) -> None:
+        vectors, kept = flight.land()
+        for i, path in enumerate(flight.paths):
             self.pending["paths"].append(path)
             self.pending["vectors"].append(vectors[i])
-            self.pending["labels"].append(batch["labels"][i])
+            self.pending["labels"].append(flight.labels[i])
             self.pending["tokens"].append(None if kept is None else kept[i])
-        self.report.clips += n * per
+        if len(self.pending["paths"]) >= self.config.commit_every:
+            self._commit()
 
     def _commit(self) -> None:
         pending, report = self.pending, self.report
@@ -353,38 +473,50 @@ class _Run:
             return
         columns, bad = _label_columns(pending["paths"], pending["labels"], self.layout, report)
         keep = [i for i, p in enumerate(pending["paths"]) if p not in bad]
-        if keep:
+        if keep and self.committer is not None:
             extra = None
             if pending["tokens"][0] is not None:
                 extra = {"tokens": np.stack([pending["tokens"][i] for i in keep])}
-            result = self.writer.append(
+            self.committer.submit(
                 [pending["paths"][i] for i in keep],
                 np.stack([pending["vectors"][i] for i in keep]),
                 columns,
                 extra=extra,
             )
-            report.added += result.added
-            report.already_stored += len(result.duplicates)
-            report.rows = result.rows
         for key in pending:
             pending[key] = []
 
-    def finish(self) -> ExtractReport:
+    def count(self, result: AppendResult) -> None:
+        """Called with each commit's result (in this thread)."""
+        self.report.added += result.added
+        self.report.already_stored += len(result.duplicates)
+        self.report.rows = result.rows
+
+    def finish(self, record: Any) -> None:
+        """Wait for the last commits; give the run record its summary."""
+        if self.committer is not None:
+            self.committer.flush()
         report = self.report
         report.seconds = time.perf_counter() - self.start
-        report.rows = self.writer.rows
-        self.writer.finish_run(
-            "complete",
+        record.update(
             added=report.added,
             stills=len(report.stills),
             bad_count=len(report.bad),
-            bad=[str(b) for b in report.bad[:100]],
+            bad=[str(b) for b in report.bad],
             clips=report.clips,
             seconds=round(report.seconds, 3),
         )
-        for row in report.bad:
-            log.warning("skipped %s", row)
-        return report
+
+
+def _to_host(tensor: Any) -> Any:
+    """``tensor`` copied to the CPU: on CUDA into pinned memory without waiting (the batch's
+    event says when it is there)."""
+    if tensor is None or tensor.device.type == "cpu":
+        return tensor
+    import torch
+
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return host.copy_(tensor, non_blocking=True)
 
 
 def _label_columns(

@@ -5,8 +5,10 @@ Every method that writes goes through :func:`~embstore.store.transaction.run_tra
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +16,14 @@ import numpy as np
 import zarr
 
 from .._version import __version__
-from ..errors import BadInputError, DamagedStoreError, DuplicatePathError, StoreError
+from ..errors import (
+    BadInputError,
+    DamagedStoreError,
+    DuplicatePathError,
+    EmbstoreError,
+    StoreError,
+    first_line,
+)
 from ..labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, check_label_name
 from .integrity import (
     has_checksums,
@@ -47,6 +56,12 @@ from .repo import (
 )
 from .schema import SCHEMA_VERSION
 from .transaction import Transaction, run_transaction
+
+log = logging.getLogger(__name__)
+
+#: How many items of a list (bad rows, non-finite paths) a run's provenance entry keeps
+#: (the run's report keeps them all).
+PROVENANCE_LIST_LIMIT = 100
 
 
 def create_label_array(group: zarr.Group, name: str, rows: int, kind: str) -> zarr.Array:
@@ -160,6 +175,18 @@ class AppendResult:
     rows: int = 0
     nonfinite: list[str] = field(default_factory=list)
     version: str | None = None
+
+
+@dataclass
+class RunRecord:
+    """The summary a run records when it completes (see :meth:`StoreWriter.run`)."""
+
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def update(self, **info: Any) -> None:
+        """Add to the summary; lists are cut at :data:`PROVENANCE_LIST_LIMIT` items."""
+        for key, value in info.items():
+            self.summary[key] = value[:PROVENANCE_LIST_LIMIT] if isinstance(value, list) else value
 
 
 class StoreWriter:
@@ -300,6 +327,38 @@ class StoreWriter:
             # the failure being reported stands; nothing is written on a damaged store
         finally:
             self._run = None
+
+    @contextmanager
+    def run(self, action: str, options: Mapping[str, Any] | None = None) -> Iterator[RunRecord]:
+        """Record a run (``ingest``, ``extract``) in the store's provenance, start to finish.
+
+        The entry says ``running`` while the block runs (every commit updates its counts);
+        leaving the block records it ``complete`` with the summary given to
+        :meth:`RunRecord.update` (lists cut at :data:`PROVENANCE_LIST_LIMIT`), an exception
+        records it ``failed`` (``interrupted`` for Ctrl-C / SIGTERM) with the error's type, and
+        is raised again. One commit either way.
+
+        Examples
+        --------
+        >>> with writer.run("ingest", {"sources": ["emb/"]}) as run:  # doctest: +SKIP
+        ...     writer.append(paths, vectors)
+        ...     run.update(bad_count=0)
+        """
+        record = RunRecord()
+        self.start_run(action, **dict(options or {}))
+        try:
+            yield record
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            error = {"error": type(exc).__name__}
+            if isinstance(exc, EmbstoreError):  # our messages name files, never header values
+                error["message"] = first_line(exc)
+            try:
+                self.finish_run(status, **error)
+            except Exception:  # noqa: BLE001 - the run's own error is the one to raise
+                log.warning("%s: could not record the run as %s", self.path, status)
+            raise
+        self.finish_run("complete", **record.summary)
 
     def _meta_with_run(
         self, state: StoreState, rows: int | None = None, run: dict[str, Any] | None = None

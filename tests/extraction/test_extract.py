@@ -13,9 +13,9 @@ from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 import embstore
-from cli import app
+from cli import app, parse_shard
 from embstore.errors import BadInputError, EmbstoreError, StoreError
-from embstore.extraction import ClipSpec, convert_dicom, extract, parse_shard
+from embstore.extraction import ClipSpec, convert_dicom, extract
 from embstore.extraction.convert import write_mp4
 from embstore.extraction.dataset import list_inputs, shard_of
 from embstore.extraction.decode import read_frames
