@@ -261,7 +261,19 @@ class _Run:
     def read_all(
         self, *, batch_rows: int, skip_bad: bool, progress: ProgressCallback | None
     ) -> None:
-        """Read, label and commit every source's batches."""
+        """Read, label and commit every source's batches; on an error, what was read and is
+        good (the rows kept back for a chunk edge too) is committed before it is raised."""
+        try:
+            self._read_all(batch_rows=batch_rows, skip_bad=skip_bad, progress=progress)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._flush()
+            raise
+        self._flush()
+
+    def _read_all(
+        self, *, batch_rows: int, skip_bad: bool, progress: ProgressCallback | None
+    ) -> None:
         sized = [s for s in self.plan.sources if not isinstance(s, PtDictSource)]  # a .pt's
         remaining = sum(len(s) for s in sized)  # size costs a load: counted when it is read
         done = skipped = 0  # progress leaves out rows stored by an earlier run
@@ -279,7 +291,6 @@ class _Run:
                 self._commit(self._rows_of(batch, source, skip_bad))
                 if progress is not None:
                     progress(done, total - skipped)
-        self._flush()
 
     def _rows_of(
         self, batch: SourceBatch, source: Source, skip_bad: bool

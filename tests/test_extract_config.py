@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from embstore.samples import make_dicom, make_tiny_vjepa2
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
@@ -17,6 +16,7 @@ from embstore.extraction import ExtractConfig, extract, pipeline
 from embstore.extraction.decode import read_dicom_frames
 from embstore.extraction.encoders import REGISTRY
 from embstore.store.views import provenance
+from embstore.testing import make_dicom, make_tiny_vjepa2
 
 
 @pytest.fixture(scope="module")

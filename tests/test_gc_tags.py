@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embstore.samples import make_npy_tree
 from typer.testing import CliRunner
 
 import cli
 import embstore
 from embstore.store import parse_age
+from embstore.testing import make_npy_tree
 
 runner = CliRunner()
 

@@ -14,7 +14,6 @@ from io import BytesIO
 import numpy as np
 import pytest
 import torch
-from embstore.samples import make_dicom, make_tiny_vjepa2
 from pydicom.data import get_testdata_file
 
 import embstore
@@ -24,6 +23,7 @@ from embstore.extraction.dataset import VideoDataset, cap_workers, collate, list
 from embstore.extraction.devices import device_shards, pick_device
 from embstore.extraction.encoders import resolve_dtype
 from embstore.store.views import provenance
+from embstore.testing import make_dicom, make_tiny_vjepa2
 
 JPEG = "color3d_jpeg_baseline.dcm"  # 120 frames 480x640 JPEG Baseline YBR_FULL_422
 

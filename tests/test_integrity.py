@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embstore.samples import make_npy_tree
 from typer.testing import CliRunner
 
 import cli
 import embstore
 from embstore.errors import DamagedStoreError, StoreError
 from embstore.store import StoreWriter
+from embstore.testing import make_npy_tree
 
 runner = CliRunner()
 DIM = 256

@@ -123,10 +123,12 @@ class BackgroundCommitter:
             else:  # keep what is good and already handed over; the caller's error wins
                 with self._ready:
                     self._ready.wait_for(lambda: self._pending == 0)
+                already_raised = self._raised  # the caller saw this commit's error already
                 try:
                     self._deliver()
                 except BaseException:  # noqa: BLE001
-                    log.warning("%s: a commit failed as the run stopped", self.writer.path)
+                    if not already_raised:
+                        log.warning("%s: a commit failed as the run stopped", self.writer.path)
         finally:
             self.close()
 
