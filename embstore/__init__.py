@@ -39,6 +39,8 @@ _API: dict[str, tuple[str, str | None]] = {
     "create_store": (".store.writer", "create_store"),
     "open": (".store.read", "open_store"),  # ``embstore.open(path)``: the one public spelling
     "StoreWriter": (".store.writer", "StoreWriter"),
+    "writer": (".store.loop", "writer"),
+    "WriterReport": (".store.loop", "WriterReport"),
     "VersionInfo": (".store.history", "VersionInfo"),
     "RestoreReport": (".store.history", "RestoreReport"),
     "GcReport": (".store.history", "GcReport"),
@@ -86,4 +88,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks
     from .store.migrate import UpgradeReport, upgrade
     from .store.read import open_store as open  # noqa: A004
     from .store.views import prepare_dataset, provenance
+    from .store.loop import WriterReport, writer
     from .store.writer import StoreWriter, create_store
