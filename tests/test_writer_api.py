@@ -137,7 +137,9 @@ def test_bad_input_is_refused_before_anything_is_queued(tmp_path: Path) -> None:
             w.append(["a"], np.ones((1, 3)))
         with pytest.raises(BadInputError, match="'..'"):
             w.append(["../a"], np.ones((1, 2)))
-        with pytest.raises(BadInputError, match="action"):
-            with embstore.writer(tmp_path / "t", feature_size=2, action="bogus"):
-                pass
+        with (
+            pytest.raises(BadInputError, match="action"),
+            embstore.writer(tmp_path / "t", feature_size=2, action="bogus"),
+        ):
+            pass
     assert embstore.open(tmp_path / "s").sizes["sample"] == 0
