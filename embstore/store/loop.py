@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import zarr
 
 from ..errors import BadInputError
 from ..keys import check_keys
@@ -188,7 +189,9 @@ def _row_chunk(writer: StoreWriter) -> int:
     """Rows per embedding chunk of the writer's store (commits end on a multiple of it)."""
     _, _, group = readonly_group(writer.location)
     with unreadable_as_store_error(writer.location):
-        return int(group["embedding"].chunks[0])
+        array = group["embedding"]
+    assert isinstance(array, zarr.Array)
+    return int(array.chunks[0])
 
 
 def _missing(name: str) -> Any:
