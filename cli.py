@@ -302,6 +302,44 @@ def normalize_cmd(
 
 
 @_command
+def aggregate(
+    store: StoreArg,
+    output: Annotated[str, typer.Argument(metavar="OUT", help="The new store of group means.")],
+    by: Annotated[
+        str, typer.Option(help="Comma-separated labels to group by.")
+    ] = "category,subject,age_mo",
+    variable: Annotated[str, typer.Option(help="Variable to average.")] = "embedding",
+    min_count: Annotated[
+        int, typer.Option(min=1, help="Leave out groups with fewer finite rows.")
+    ] = 1,
+    path_template: Annotated[
+        str | None,
+        typer.Option(
+            help="Row keys of OUT, e.g. '{category}/{subject}_{age_mo}_month_level_avg' "
+            "[default: {category}/{subject}_{age_mo}]."
+        ),
+    ] = None,
+    version: Version = None,
+    scheduler: Scheduler = None,
+    quiet: Quiet = False,
+) -> None:
+    """Mean (and count) of the rows per group of labels, written as a new store of groups."""
+    with _progress(quiet, "aggregate", "groups") as progress:
+        report = embstore.aggregate(
+            store,
+            output,
+            by=[name.strip() for name in by.split(",") if name.strip()],
+            variable=variable,
+            min_count=min_count,
+            path_template=path_template,
+            version=version,
+            scheduler=scheduler,
+            progress=progress,
+        )
+    _say(quiet, f"{store}: {report.summary()}")
+
+
+@_command
 def info_cmd(
     store: StoreArg,
     version: Version = None,

@@ -23,6 +23,8 @@ _API: dict[str, tuple[str, str | None]] = {
     "EmbstoreError": (".errors", "EmbstoreError"),
     "SchemaError": (".errors", "SchemaError"),
     "StoreError": (".errors", "StoreError"),
+    "AggregateReport": ("._aggregate", "AggregateReport"),
+    "aggregate": ("._aggregate", "aggregate"),
     "ExportReport": ("._export", "ExportReport"),
     "export": ("._export", "export"),
     "ValidationReport": ("._info", "ValidationReport"),
@@ -76,6 +78,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks it equals _API
     from . import inspect
+    from ._aggregate import AggregateReport, aggregate
     from ._export import ExportReport, export
     from ._info import ValidationReport, info, validate
     from ._ingest import IngestReport, ingest

@@ -23,7 +23,8 @@ MISSING_STR = ""
 RESERVED_NAMES = frozenset({"sample", "feature", "embedding", "path", "nonfinite"})
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
-INTEGER_LABELS = frozenset({"age_mo"})
+#: Integer labels: ages, and the row counts `embstore.aggregate` gives each group.
+INTEGER_LABELS = frozenset({"age_mo", "count", "count_nonfinite"})
 
 
 @dataclass(frozen=True)
