@@ -88,8 +88,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks
     from .demo import run_demo
     from .errors import BadInputError, DuplicatePathError, EmbstoreError, SchemaError, StoreError
     from .store.history import GcReport, RestoreReport, VersionInfo, gc, log, restore, tag
+    from .store.loop import WriterReport, writer
     from .store.migrate import UpgradeReport, upgrade
     from .store.read import open_store as open  # noqa: A004
     from .store.views import prepare_dataset, provenance
-    from .store.loop import WriterReport, writer
     from .store.writer import StoreWriter, create_store

@@ -129,7 +129,7 @@ def group_paths(keys: pd.DataFrame, template: str | None) -> list[str]:
         msg = f"{template!r} names {unknown}, which are not grouping labels {by}"
         raise BadInputError("path_template", msg)
     records = keys.to_dict(orient="records")
-    paths = [template.format(**record) for record in records]
+    paths = [template.format(**{str(k): v for k, v in record.items()}) for record in records]
     for path in paths:
         problem = key_problem(path)
         if problem is not None:
@@ -163,8 +163,8 @@ def grouped_sums(x: da.Array, codes: np.ndarray, groups: int) -> tuple[da.Array,
     values = da.where(finite[:, None], values, 0.0)
     expected = np.arange(groups)
     options: dict[str, Any] = {"expected_groups": expected, "method": "map-reduce"}
-    sums, _ = groupby_reduce(values.T, codes, func="sum", reindex=False, **options)
-    counts, _ = groupby_reduce(finite.astype(np.int64), codes, func="sum", reindex=False, **options)
+    sums = groupby_reduce(values.T, codes, func="sum", reindex=False, **options)[0]
+    counts = groupby_reduce(finite.astype(np.int64), codes, func="sum", reindex=False, **options)[0]
     return sums.T, counts
 
 
@@ -225,7 +225,7 @@ def aggregate(
     means = sums[keep] / counts[keep][:, None]
     paths = group_paths(plan.keys[keep], path_template)
     source_version = str(ds.encoding.get("embstore_version_id", ""))
-    record = {
+    record: dict[str, Any] = {
         "source": {"store": str(parse_location(store)), "version": source_version},
         "variable": variable,
         "by": by,

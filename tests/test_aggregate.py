@@ -73,7 +73,9 @@ def test_equals_pandas_groupby_mean(tmp_path: Path) -> None:
     assert report.groups_below_min_count == 1
     counts = frame[(frame.category != "") & (frame.subject != "") & (frame.age_mo != -1)]
     sizes = counts.groupby(BY).size()
-    stored = dict(zip(out.path.values, out["count"].values + out.count_nonfinite.values))
+    stored = dict(
+        zip(out.path.values, out["count"].values + out.count_nonfinite.values, strict=True)
+    )
     assert all(stored[f"{c}/{s}_{a}"] == sizes[(c, s, a)] for c, s, a in expected.index)
     assert out.path.values.tolist() == sorted(out.path.values.tolist())  # groups in key order
 
@@ -87,9 +89,7 @@ def test_provenance_names_source_and_version(tmp_path: Path) -> None:
     assert meta["aggregate"]["source"]["store"] == str(tmp_path / "s")
     assert meta["aggregate"]["by"] == ["subject"] and meta["aggregate"]["min_count"] == 3
     assert meta["model"] == "toy"
-    assert [e["status"] for e in meta["provenance"] if e["action"] == "aggregate"] == [
-        "complete"
-    ]
+    assert [e["status"] for e in meta["provenance"] if e["action"] == "aggregate"] == ["complete"]
 
 
 def test_rerun_is_idempotent_and_other_sources_are_refused(tmp_path: Path) -> None:
