@@ -16,7 +16,12 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def _processor_settings(family: str, size: int) -> dict[str, Any]:
-    common = {"do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True}
+    common = {
+        "do_resize": True,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+    }
     if family == "dinov3":  # as facebook/dinov3-*: squash to size x size, bilinear
         return {
             **common,
@@ -73,7 +78,8 @@ def make_tiny_image_model(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    vit = {
+    model: Any
+    vit: dict[str, Any] = {
         "hidden_size": hidden,
         "num_hidden_layers": 2,
         "num_attention_heads": 2,

@@ -143,7 +143,9 @@ class DINOv3TorchPort:
             x = x * float(s.get("rescale_factor", 1 / 255))
         if s.get("do_resize", True):
             size = _output_size(x.shape[-2:], s.get("size") or {})
-            x = F.interpolate(x[None], size=size, mode=self.mode, align_corners=False, antialias=True)[0]
+            x = F.interpolate(
+                x[None], size=size, mode=self.mode, align_corners=False, antialias=True
+            )[0]
         crop = s.get("crop_size") or {}
         if s.get("do_center_crop") and crop:
             height, width = x.shape[-2:]
@@ -176,7 +178,7 @@ def load_processor(folder: Path, backend: str | None = None) -> tuple[Any, dict[
     if not config_file.is_file():
         raise BadInputError(str(folder), "no preprocessor_config.json (the model's processor)")
     settings = json.loads(config_file.read_text(encoding="utf-8"))
-    kwargs = {"backend": backend} if backend else {}
+    kwargs: dict[str, Any] = {"backend": backend} if backend else {}
     try:
         with quiet_transformers():
             processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True, **kwargs)
@@ -193,7 +195,9 @@ def load_processor(folder: Path, backend: str | None = None) -> tuple[Any, dict[
 
 def _backend_of(processor: Any) -> str:
     names = [cls.__name__ for cls in type(processor).__mro__]
-    return "pil" if "PilBackend" in names else "torchvision" if "TorchvisionBackend" in names else "?"
+    return (
+        "pil" if "PilBackend" in names else "torchvision" if "TorchvisionBackend" in names else "?"
+    )
 
 
 def _plain(settings: dict[str, Any]) -> dict[str, Any]:
@@ -285,7 +289,9 @@ class ImageEncoder:
 
         pixels = pixel_values.to(self.device)
         cuda = self.device.type == "cuda"
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and self.dtype == "bfloat16")
+        autocast = torch.autocast(
+            "cuda", dtype=torch.bfloat16, enabled=cuda and self.dtype == "bfloat16"
+        )
         with torch.inference_mode(), autocast:
             out = self.model(pixel_values=pixels)
             if self.pooling == "projected":
