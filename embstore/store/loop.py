@@ -69,6 +69,8 @@ class LoopWriter:
         self.chunk = _row_chunk(writer)
         self.batch_rows = max(1, batch_rows or self.chunk)
         self.report = WriterReport(store=str(writer.path), rows=writer.rows)
+        #: Extra fields for this run's provenance entry when it finishes (bad rows...).
+        self.notes: dict[str, Any] = {}
         self._paths: list[str] = []
         self._queued: set[str] = set()
         self._vectors: list[np.ndarray] = []
@@ -266,10 +268,10 @@ def writer(
         with contextlib.suppress(Exception):
             loop.flush()  # rows appended so far are whole and valid: keep them
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        base.finish_run(status, error=type(exc).__name__)
+        base.finish_run(status, error=type(exc).__name__, **loop.notes)
         raise
     loop.flush()
-    base.finish_run("complete")
+    base.finish_run("complete", **loop.notes)
     loop.report.rows = base.rows
 
 
