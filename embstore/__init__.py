@@ -38,6 +38,9 @@ _API: dict[str, tuple[str, str | None]] = {
     "LabelReport": ("._label", "LabelReport"),
     "label": ("._label", "label"),
     "neighbors": ("._neighbors", "neighbors"),
+    "ImageExtractConfig": (".extraction.image_extract", "ImageExtractConfig"),
+    "ImageExtractReport": (".extraction.image_extract", "ImageExtractReport"),
+    "extract_images": (".extraction.image_extract", "extract_images"),
     "create_store": (".store.writer", "create_store"),
     "open": (".store.read", "open_store"),  # ``embstore.open(path)``: the one public spelling
     "StoreWriter": (".store.writer", "StoreWriter"),
@@ -87,6 +90,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks
     from ._normalize import NormalizeReport, normalize, normalize_store
     from .demo import run_demo
     from .errors import BadInputError, DuplicatePathError, EmbstoreError, SchemaError, StoreError
+    from .extraction.image_extract import ImageExtractConfig, ImageExtractReport, extract_images
     from .store.history import GcReport, RestoreReport, VersionInfo, gc, log, restore, tag
     from .store.loop import WriterReport, writer
     from .store.migrate import UpgradeReport, upgrade

@@ -184,7 +184,11 @@ def _crop(
             raise ValueError
         box = pixel_box(*values)
         frame = time = None
-        if when == "frame":
+        if not is_video(media):  # an image: its frame/time cell is blank (or ignored)
+            pass
+        elif when is None:
+            raise BadInputError(where, f"{media} is a video: give a frame or time column")
+        elif when == "frame":
             number = float(row["frame"])
             if number != int(number) or number < 0:
                 raise ValueError
@@ -193,7 +197,7 @@ def _crop(
             time = float(row["time"])
             if not math.isfinite(time) or time < 0:
                 raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         shown = {c: row[c] for c in (*BOX, *(([when]) if when else ()))}
         raise BadInputError(where, f"box or frame is not a number: {shown}") from None
     key = crop_key(media, box, frame=frame, time=time)
