@@ -172,8 +172,8 @@ def extract_images(
 
     Examples
     --------
-    >>> cfg = ImageExtractConfig(checkpoint="dinov3-vitb16", detections="dets.csv")  # doctest: +SKIP
-    >>> embstore.extract_images("videos/", store="crops.store", config=cfg)          # doctest: +SKIP
+    >>> cfg = ImageExtractConfig(checkpoint="dinov3", detections="dets.csv")  # doctest: +SKIP
+    >>> embstore.extract_images("videos/", store="crops.store", config=cfg)   # doctest: +SKIP
     """
     import torch
 
@@ -185,7 +185,7 @@ def extract_images(
     device = pick_device(config.device)
     crops, info = _plan(root, config)
     encoder = ImageEncoder(
-        config.checkpoint,
+        Path(config.checkpoint),
         family=config.family,
         pooling=config.pooling,
         device=device,
