@@ -705,6 +705,84 @@ def extract(
 
 
 @_command
+def extract_images(
+    input_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT", help="Folder of images, or the media folder of --detections."
+        ),
+    ],
+    store: Annotated[str, typer.Argument(metavar="STORE", help=_STORE_HELP)],
+    checkpoint: Annotated[
+        Path, typer.Option(help="Local Hugging Face folder (DINOv3, DINOv2, CLIP, SigLIP).")
+    ],
+    detections: Annotated[
+        Path | None,
+        typer.Option(help="CSV/Parquet: path, frame or time, x0,y0,x1,y1, label columns."),
+    ] = None,
+    family: Annotated[
+        str | None, typer.Option(help="dinov3, dinov2, clip or siglip (default: from config).")
+    ] = None,
+    pooling: Annotated[
+        str, typer.Option(help="cls (pooled output), mean (patch tokens) or projected (CLIP).")
+    ] = "cls",
+    path_column: Annotated[
+        str | None, typer.Option(help="Table column of paths [default: path/video/image/file].")
+    ] = None,
+    label_column: Annotated[
+        list[str] | None,
+        typer.Option(help="Keep only this table column as a label (repeatable) [default: all]."),
+    ] = None,
+    key_column: Annotated[
+        list[str] | None,
+        typer.Option(help="Append this column to keys, for repeated boxes (repeatable)."),
+    ] = None,
+    pattern: Annotated[
+        str | None, typer.Option(help="Image folders: regex with named groups for labels.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Crops per forward pass.")] = 64,
+    num_workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
+    device: Annotated[
+        str | None, typer.Option(help="cuda or cpu (default: cuda when available).")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16 (CUDA autocast).")] = "float32",
+    processor_backend: Annotated[
+        str | None, typer.Option(help="pil or torchvision [default: what transformers picks].")
+    ] = None,
+    commit_rows: Annotated[
+        int | None, typer.Option(min=1, help="Rows per commit [default: one chunk].")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Embed at most this many.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Embed images, or the crops of a detections table, with an image model into STORE."""
+    from embstore.extraction.images import quiet_transformers
+
+    config = embstore.ImageExtractConfig(
+        checkpoint=checkpoint,
+        family=family,
+        pooling=pooling,
+        dtype=dtype,
+        processor_backend=processor_backend,
+        detections=detections,
+        path_column=path_column,
+        label_columns=label_column or None,
+        key_columns=key_column or (),
+        pattern=pattern,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        commit_rows=commit_rows,
+        limit=limit,
+    )
+    with quiet_transformers(), _progress(quiet, "extract", "crops") as progress:
+        report = embstore.extract_images(input_dir, store=store, config=config, progress=progress)
+    _say(quiet, f"{store}: {report.summary()}")
+    for bad in report.bad[:20]:
+        _say(quiet, one_line(f"  skipped {bad}"))
+
+
+@_command
 def log(
     store: StoreArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
