@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-out
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo demo-crops test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: setup
 	$(BIN)/embstore demo $(DEMO_DIR)
 	$(BIN)/embstore info $(DEMO_DIR)/store
 	$(BIN)/embstore log $(DEMO_DIR)/store
+
+# Seed 000 from videos: detections -> crops (tiny DINOv3) -> aggregate -> normalize -> .npy tree
+demo-crops: setup
+	$(BIN)/embstore demo --seed000 $(DEMO_DIR)-crops
+	$(BIN)/embstore info $(DEMO_DIR)-crops/months.store
 
 # `pytest` (not `python -m pytest`) keeps the checkout off sys.path: the installed package is tested.
 test: setup

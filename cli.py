@@ -870,10 +870,21 @@ def demo(
     subjects: Annotated[int, typer.Option(min=2, help="Subjects to generate.")] = 6,
     categories: Annotated[int, typer.Option(min=1, help="Categories to generate.")] = 20,
     dim: Annotated[int, typer.Option(min=1, help="Feature size.")] = 768,
+    seed000: Annotated[
+        bool,
+        typer.Option(
+            "--seed000",
+            help="Instead: seed 000 from videos (a new DIR): detections -> crops embedded by a "
+            "tiny DINOv3 -> aggregate -> normalize -> the notebook's .npy tree.",
+        ),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Generate a babyview-style .npy tree and run the whole job on it: ingest, normalize
     (first subject excluded from the statistics), info, export."""
+    if seed000:
+        _seed000_demo(directory, quiet)
+        return
     with _progress(quiet, "demo") as progress:
         result = embstore.run_demo(
             directory, n_subjects=subjects, n_categories=categories, dim=dim, progress=progress
@@ -883,6 +894,19 @@ def demo(
     _say(quiet, f"normalize: {result.normalize.summary()}")
     _say(quiet, f"export: {result.export.summary()}")
     _say(quiet, f"store: {result.store}  (try: embstore info {result.store})")
+
+
+def _seed000_demo(directory: Path, quiet: bool) -> None:
+    from embstore.demo_crops import run_seed000_demo
+    from embstore.extraction.images import quiet_transformers
+
+    with quiet_transformers(), _progress(quiet, "seed 000", "crops") as progress:
+        result = run_seed000_demo(directory, progress=progress)
+    _say(quiet, f"detections: {result.detections}")
+    _say(quiet, f"extract-images: {result.extract.summary()}")
+    _say(quiet, f"aggregate: {result.aggregate.summary()}")
+    _say(quiet, f"normalize: {result.normalize.summary()}")
+    _say(quiet, f"export: {result.export.summary()}")
 
 
 def main() -> None:

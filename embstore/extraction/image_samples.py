@@ -135,4 +135,59 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray], *, fps: int = 10
     return path
 
 
-__all__ = ["make_frame", "make_tiny_image_model", "write_video"]
+def make_headcam_detections(
+    root: str | Path,
+    *,
+    subjects: Sequence[str] = ("00270001", "00280001", "00290001"),
+    ages: Sequence[int] = (8, 9),
+    categories: Sequence[str] = ("ball", "cup", "dog", "shoe"),
+    videos_per_bin: int = 1,
+    frames: int = 6,
+    crops_per_frame: int = 2,
+    size: tuple[int, int] = (48, 64),
+    seed: int = 0,
+) -> Path:
+    """Head-camera-like data for seed 000: videos under ``root/videos/<subject>/`` and a
+    YOLOE-like ``root/detections.csv`` (video, frame, x0..y1, category, subject, age_mo,
+    score). Returns the table's path."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    rows = []
+    for s, subject in enumerate(subjects):
+        for age in ages:
+            for v in range(videos_per_bin):
+                name = f"{subject}/{subject}_{age:02d}mo_{v}.mp4"
+                base = (s * 1000 + age * 10 + v) * 100
+                write_video(
+                    Path(root) / "videos" / name,
+                    [make_frame(height, width, base + f) for f in range(frames)],
+                )
+                for frame in range(frames):
+                    for _ in range(crops_per_frame):
+                        x0, y0 = int(rng.integers(0, width - 12)), int(rng.integers(0, height - 12))
+                        x1 = int(rng.integers(x0 + 8, width + 1))
+                        y1 = int(rng.integers(y0 + 8, height + 1))
+                        rows.append(
+                            {
+                                "video": name,
+                                "frame": frame,
+                                "x0": x0,
+                                "y0": y0,
+                                "x1": x1,
+                                "y1": y1,
+                                "category": str(rng.choice(list(categories))),
+                                "subject": subject,
+                                "age_mo": age,
+                                "score": round(float(rng.uniform(0.3, 1.0)), 3),
+                            }
+                        )
+    import pandas as pd
+
+    table = Path(root) / "detections.csv"
+    frame_table = pd.DataFrame(rows)
+    frame_table = frame_table.drop_duplicates(subset=["video", "frame", "x0", "y0", "x1", "y1"])
+    frame_table.to_csv(table, index=False)
+    return table
+
+
+__all__ = ["make_frame", "make_headcam_detections", "make_tiny_image_model", "write_video"]
