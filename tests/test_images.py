@@ -3,6 +3,7 @@ model's own processor (tiny random DINOv3, DINOv2, CLIP and SigLIP models saved 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -58,9 +59,14 @@ def _reference_pixels(folder: Path, image: Image.Image) -> torch.Tensor:
     return processor(images=image, return_tensors="pt")["pixel_values"]
 
 
+@functools.cache
+def _reference_model(folder: Path, name: str) -> torch.nn.Module:
+    return getattr(transformers, name).from_pretrained(folder).eval()
+
+
 def _reference(folder: Path, family: str, pooling: str, image: Image.Image) -> np.ndarray:
     name = "CLIPVisionModelWithProjection" if pooling == "projected" else MODEL_CLASS[family]
-    model = getattr(transformers, name).from_pretrained(folder).eval()
+    model = _reference_model(folder, name)
     with torch.no_grad():
         out = model(pixel_values=_reference_pixels(folder, image))
     if pooling == "projected":
