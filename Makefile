@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-out
 
-.PHONY: setup demo test test-deps lint bench clean
+.PHONY: setup demo demo-crops test test-deps lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: setup
 	$(BIN)/embstore demo $(DEMO_DIR)
 	$(BIN)/embstore info $(DEMO_DIR)/store
 	$(BIN)/embstore log $(DEMO_DIR)/store
+
+# Seed 000 from videos: detections -> crops (tiny DINOv3) -> aggregate -> normalize -> .npy tree
+demo-crops: setup
+	$(BIN)/embstore demo --seed000 $(DEMO_DIR)-crops
+	$(BIN)/embstore info $(DEMO_DIR)-crops/months.store
 
 # Lint, format check and type check (0 errors), then the tests. `pytest` (not `python -m pytest`)
 # keeps the checkout off sys.path: the installed package is tested.
@@ -41,4 +46,4 @@ bench: setup
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info
+	rm -rf $(VENV) $(DEMO_DIR) $(DEMO_DIR)-crops build *.egg-info

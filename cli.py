@@ -342,6 +342,44 @@ def normalize_cmd(
 
 
 @_command
+def aggregate(
+    store: StoreArg,
+    output: Annotated[str, typer.Argument(metavar="OUT", help="The new store of group means.")],
+    by: Annotated[
+        str, typer.Option(help="Comma-separated labels to group by.")
+    ] = "category,subject,age_mo",
+    variable: Annotated[str, typer.Option(help="Variable to average.")] = "embedding",
+    min_count: Annotated[
+        int, typer.Option(min=1, help="Leave out groups with fewer finite rows.")
+    ] = 1,
+    path_template: Annotated[
+        str | None,
+        typer.Option(
+            help="Row keys of OUT, e.g. '{category}/{subject}_{age_mo}_month_level_avg' "
+            "[default: {category}/{subject}_{age_mo}]."
+        ),
+    ] = None,
+    version: Version = None,
+    scheduler: Scheduler = None,
+    quiet: Quiet = False,
+) -> None:
+    """Mean (and count) of the rows per group of labels, written as a new store of groups."""
+    with _progress(quiet, "aggregate", "groups") as progress:
+        report = embstore.aggregate(
+            store,
+            output,
+            by=[name.strip() for name in by.split(",") if name.strip()],
+            variable=variable,
+            min_count=min_count,
+            path_template=path_template,
+            version=version,
+            scheduler=scheduler,
+            progress=progress,
+        )
+    _say(quiet, f"{store}: {report.summary()}")
+
+
+@_command
 def info_cmd(
     store: StoreArg,
     version: Version = None,
@@ -769,6 +807,84 @@ def extract(
 
 
 @_command
+def extract_images(
+    input_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT", help="Folder of images, or the media folder of --detections."
+        ),
+    ],
+    store: Annotated[str, typer.Argument(metavar="STORE", help=_STORE_HELP)],
+    checkpoint: Annotated[
+        Path, typer.Option(help="Local Hugging Face folder (DINOv3, DINOv2, CLIP, SigLIP).")
+    ],
+    detections: Annotated[
+        Path | None,
+        typer.Option(help="CSV/Parquet: path, frame or time, x0,y0,x1,y1, label columns."),
+    ] = None,
+    family: Annotated[
+        str | None, typer.Option(help="dinov3, dinov2, clip or siglip (default: from config).")
+    ] = None,
+    pooling: Annotated[
+        str, typer.Option(help="cls (pooled output), mean (patch tokens) or projected (CLIP).")
+    ] = "cls",
+    path_column: Annotated[
+        str | None, typer.Option(help="Table column of paths [default: path/video/image/file].")
+    ] = None,
+    label_column: Annotated[
+        list[str] | None,
+        typer.Option(help="Keep only this table column as a label (repeatable) [default: all]."),
+    ] = None,
+    key_column: Annotated[
+        list[str] | None,
+        typer.Option(help="Append this column to keys, for repeated boxes (repeatable)."),
+    ] = None,
+    pattern: Annotated[
+        str | None, typer.Option(help="Image folders: regex with named groups for labels.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Crops per forward pass.")] = 64,
+    num_workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
+    device: Annotated[
+        str | None, typer.Option(help="cuda or cpu (default: cuda when available).")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16 (CUDA autocast).")] = "float32",
+    processor_backend: Annotated[
+        str | None, typer.Option(help="pil or torchvision [default: what transformers picks].")
+    ] = None,
+    commit_rows: Annotated[
+        int | None, typer.Option(min=1, help="Rows per commit [default: one chunk].")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Embed at most this many.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Embed images, or the crops of a detections table, with an image model into STORE."""
+    from embstore.extraction.images import quiet_transformers
+
+    config = embstore.ImageExtractConfig(
+        checkpoint=checkpoint,
+        family=family,
+        pooling=pooling,
+        dtype=dtype,
+        processor_backend=processor_backend,
+        detections=detections,
+        path_column=path_column,
+        label_columns=label_column or None,
+        key_columns=key_column or (),
+        pattern=pattern,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        commit_rows=commit_rows,
+        limit=limit,
+    )
+    with quiet_transformers(), _progress(quiet, "extract", "crops") as progress:
+        report = embstore.extract_images(input_dir, store=store, config=config, progress=progress)
+    _say(quiet, f"{store}: {report.summary()}")
+    for bad in report.bad[:20]:
+        _say(quiet, one_line(f"  skipped {bad}"))
+
+
+@_command
 def log(
     store: StoreArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -862,10 +978,21 @@ def demo(
     subjects: Annotated[int, typer.Option(min=2, help="Subjects to generate.")] = 6,
     categories: Annotated[int, typer.Option(min=1, help="Categories to generate.")] = 20,
     dim: Annotated[int, typer.Option(min=1, help="Feature size.")] = 768,
+    seed000: Annotated[
+        bool,
+        typer.Option(
+            "--seed000",
+            help="Instead: seed 000 from videos (a new DIR): detections -> crops embedded by a "
+            "tiny DINOv3 -> aggregate -> normalize -> the notebook's .npy tree.",
+        ),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Generate a babyview-style .npy tree and run the whole job on it: ingest, normalize
     (first subject excluded from the statistics), info, export."""
+    if seed000:
+        _seed000_demo(directory, quiet)
+        return
     with _progress(quiet, "demo") as progress:
         result = embstore.run_demo(
             directory, n_subjects=subjects, n_categories=categories, dim=dim, progress=progress
@@ -875,6 +1002,19 @@ def demo(
     _say(quiet, f"normalize: {result.normalize.summary()}")
     _say(quiet, f"export: {result.export.summary()}")
     _say(quiet, f"store: {result.store}  (try: embstore info {result.store})")
+
+
+def _seed000_demo(directory: Path, quiet: bool) -> None:
+    from embstore.demo_crops import run_seed000_demo
+    from embstore.extraction.images import quiet_transformers
+
+    with quiet_transformers(), _progress(quiet, "seed 000", "crops") as progress:
+        result = run_seed000_demo(directory, progress=progress)
+    _say(quiet, f"detections: {result.detections}")
+    _say(quiet, f"extract-images: {result.extract.summary()}")
+    _say(quiet, f"aggregate: {result.aggregate.summary()}")
+    _say(quiet, f"normalize: {result.normalize.summary()}")
+    _say(quiet, f"export: {result.export.summary()}")
 
 
 def main() -> None:

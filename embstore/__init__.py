@@ -24,6 +24,8 @@ _API: dict[str, tuple[str, str | None]] = {
     "SchemaError": (".errors", "SchemaError"),
     "StoreError": (".errors", "StoreError"),
     "StaleVariableError": (".errors", "StaleVariableError"),
+    "AggregateReport": ("._aggregate", "AggregateReport"),
+    "aggregate": ("._aggregate", "aggregate"),
     "ExportReport": ("._export", "ExportReport"),
     "export": ("._export", "export"),
     "ValidationReport": ("._info", "ValidationReport"),
@@ -37,9 +39,14 @@ _API: dict[str, tuple[str, str | None]] = {
     "LabelReport": ("._label", "LabelReport"),
     "label": ("._label", "label"),
     "neighbors": ("._neighbors", "neighbors"),
+    "ImageExtractConfig": (".extraction.image_extract", "ImageExtractConfig"),
+    "ImageExtractReport": (".extraction.image_extract", "ImageExtractReport"),
+    "extract_images": (".extraction.image_extract", "extract_images"),
     "create_store": (".store.writer", "create_store"),
     "open": (".store.read", "open_store"),  # ``embstore.open(path)``: the one public spelling
     "StoreWriter": (".store.writer", "StoreWriter"),
+    "writer": (".store.loop", "writer"),
+    "WriterReport": (".store.loop", "WriterReport"),
     "VersionInfo": (".store.history", "VersionInfo"),
     "RestoreReport": (".store.history", "RestoreReport"),
     "GcReport": (".store.history", "GcReport"),
@@ -78,6 +85,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks it equals _API
     from . import inspect
+    from ._aggregate import AggregateReport, aggregate
     from ._export import ExportReport, export
     from ._info import ValidationReport, info, validate
     from ._ingest import IngestReport, ingest
@@ -104,6 +112,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks
         restore,
         tag,
     )
+    from .extraction.image_extract import ImageExtractConfig, ImageExtractReport, extract_images
+    from .store.loop import WriterReport, writer
     from .store.migrate import UpgradeReport, upgrade
     from .store.read import open_store as open  # noqa: A004
     from .store.variables import stale_variables

@@ -30,7 +30,8 @@ def missing_value(name: str) -> str | int:
 RESERVED_NAMES = frozenset({"sample", "feature", "embedding", "path", "nonfinite"})
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
-INTEGER_LABELS = frozenset({"age_mo"})
+#: Integer labels: ages, and the row counts `embstore.aggregate` gives each group.
+INTEGER_LABELS = frozenset({"age_mo", "count", "count_nonfinite"})
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,145 @@
+"""``embstore.writer``: a custom loop writes into a store exactly once, even after kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import embstore
+from embstore.errors import BadInputError
+
+N_ROWS = 100
+
+#: A custom extraction loop, as a lab would write it: skip what is stored, append batches.
+LOOP = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    import embstore
+
+    store, slow = sys.argv[1], sys.argv[2] == "slow"
+    with embstore.writer(store, feature_size=6, model="toy", row_chunk=8, batch_rows=8) as w:
+        for start in range(0, 100, 5):
+            paths = [f"video{i // 10}.mp4#f{i:06d}#0,0,4,4" for i in range(start, start + 5)]
+            todo = w.missing(paths)
+            idx = [int(p.split("#f")[1][:6]) for p in todo]
+            vectors = np.asarray([np.arange(6) + 10.0 * i for i in idx])
+            labels = {"subject": [f"s{i % 3}" for i in idx], "age_mo": [i % 12 for i in idx]}
+            w.append(todo, vectors.reshape(len(todo), 6), labels=labels)
+            print("computed", len(todo), flush=True)
+            if slow:
+                time.sleep(0.08)
+    print("added", w.report.added, flush=True)
+    """
+)
+
+
+def _run_loop(store: Path, mode: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", LOOP, str(store), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+
+
+def _committed_rows(store: Path) -> int:
+    try:
+        return int(embstore.open(store).sizes["sample"])
+    except Exception:  # noqa: BLE001 - not created yet
+        return 0
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_adds_only_what_is_missing(tmp_path: Path) -> None:
+    store = tmp_path / "crops.store"
+    proc = _run_loop(store, "slow")
+    deadline = time.monotonic() + 60
+    while _committed_rows(store) < 24 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.stdout is not None
+    proc.stdout.close()
+    before = _committed_rows(store)
+    assert 24 <= before < N_ROWS
+    assert before % 8 == 0  # commits end on whole chunks
+
+    rerun = _run_loop(store, "fast")
+    out, _ = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0
+    computed = sum(int(line.split()[1]) for line in out.splitlines() if line.startswith("computed"))
+    assert computed == N_ROWS - before  # the re-run did only the missing work
+    assert f"added {N_ROWS - before}" in out
+
+    ds = embstore.open(store)
+    paths = ds.path.values.tolist()
+    assert len(paths) == len(set(paths)) == N_ROWS
+    idx = np.array([int(p.split("#f")[1][:6]) for p in paths])
+    expected = np.arange(6)[None, :] + 10.0 * idx[:, None]
+    np.testing.assert_array_equal(ds.embedding.values, expected.astype(np.float32))
+    assert ds.subject.values.tolist() == [f"s{i % 3}" for i in idx]
+    assert ds.age_mo.values.tolist() == [i % 12 for i in idx]
+    assert embstore.validate(store).ok
+    runs = [e for e in embstore.provenance(ds)["provenance"] if e["action"] == "write"]
+    assert [r["status"] for r in runs] == ["running", "complete"]  # the killed run stays visible
+
+
+def test_commits_whole_chunks_and_flushes_the_rest(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    with embstore.writer(store, feature_size=3, row_chunk=4) as w:
+        for i in range(5):
+            paths = [f"img{i}_{j}.png" for j in range(3)]
+            w.append(paths, np.full((3, 3), i), labels={"category": ["ball"] * 3})
+    messages = [v.message for v in embstore.log(store)]
+    assert messages[1:5] == ["write: +3 rows", "write: +4 rows", "write: +4 rows", "write: +4 rows"]
+    assert messages[0] == "write complete: 15 rows added"
+    assert w.report.added == 15 and w.report.rows == 15 and w.report.commits == 4
+
+
+def test_duplicates_skipped_and_labels_filled(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    with embstore.writer(store, feature_size=2) as w:
+        assert w.append(["a", "b"], np.ones((2, 2)), labels={"subject": ["x", "y"]}) == 2
+        assert w.append(["b", "c"], np.zeros((2, 2)), labels={"age_mo": [3, None]}) == 1
+        assert w.missing(["a", "c", "d"]) == ["d"]
+    with embstore.writer(store) as again:  # feature size read from the store
+        assert again.append(["a", "d"], np.full((2, 2), 2.0)) == 1
+    ds = embstore.open(store)
+    assert ds.path.values.tolist() == ["a", "b", "c", "d"]
+    assert ds.subject.values.tolist() == ["x", "y", "", ""]
+    assert ds.age_mo.values.tolist() == [-1, -1, -1, -1]
+    assert w.report.already_stored == 1 and again.report.already_stored == 1
+
+
+def test_a_failing_loop_keeps_its_rows_and_records_failure(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    with pytest.raises(RuntimeError), embstore.writer(store, feature_size=2) as w:
+        w.append(["a", "b"], np.ones((2, 2)))
+        raise RuntimeError("model crashed")
+    ds = embstore.open(store)
+    assert ds.sizes["sample"] == 2
+    last = embstore.provenance(ds)["provenance"][-1]
+    assert last["status"] == "failed" and last["error"] == "RuntimeError"
+
+
+def test_bad_input_is_refused_before_anything_is_queued(tmp_path: Path) -> None:
+    with embstore.writer(tmp_path / "s", feature_size=2) as w:
+        with pytest.raises(BadInputError, match="expected"):
+            w.append(["a"], np.ones((1, 3)))
+        with pytest.raises(BadInputError, match="'..'"):
+            w.append(["../a"], np.ones((1, 2)))
+        with (
+            pytest.raises(BadInputError, match="action"),
+            embstore.writer(tmp_path / "t", feature_size=2, action="bogus"),
+        ):
+            pass
+    assert embstore.open(tmp_path / "s").sizes["sample"] == 0
