@@ -31,8 +31,9 @@ import numpy as np
 import xarray as xr
 
 from ..errors import EmbstoreError
+from ..labels import id_spellings
 from .layout import ROOT_ATTR, SAMPLE
-from .lazy import Guard, PathIndex, lazy_label
+from .lazy import Guard, PathIndex, label_codes, lazy_label
 
 #: The label coordinate that carries the row index.
 INDEX_LABEL = "path"
@@ -52,7 +53,8 @@ def prepare_dataset(ds: xr.Dataset, *, guard: Guard | None = None) -> xr.Dataset
     >>> ds.sel(path="ball/0027_12_month_level_avg.npy")                  # doctest: +SKIP
     """
     names = [n for n, v in ds.variables.items() if v.dims == (SAMPLE,) and n != SAMPLE]
-    labels = {n: lazy_label(ds.variables[n], str(n), guard) for n in names}
+    snapshot = ds.encoding.get("embstore_version_id")  # set by embstore.open: the cache key
+    labels = {n: lazy_label(ds.variables[n], str(n), guard, snapshot) for n in names}
     ds = ds.drop_indexes([n for n in names if n in ds.xindexes], errors="ignore")
     ds = ds.drop_vars(names).assign_coords(labels)
     if INDEX_LABEL in ds.coords and ds[INDEX_LABEL].dims == (SAMPLE,):
@@ -108,26 +110,53 @@ def label_mask(ds: xr.Dataset, criteria: Mapping[str, Any]) -> np.ndarray:
 
     A scalar means equality, a list (tuple, set, array) membership, a ``slice`` an inclusive
     range (``slice(12, 18)``; either end may be ``None``). Unknown labels are an error.
+    Subject and study ids match in either spelling (``"13072354"`` and ``"p13072354"``, see
+    :func:`embstore.labels.id_spellings`). Equality and membership on a label of a store
+    compare its cached integer codes, not its strings
+    (:mod:`embstore.store.label_cache`).
     """
     mask = np.ones(ds.sizes[SAMPLE], dtype=bool)
     for name, wanted in criteria.items():
         if name not in ds.coords or ds[name].dims != (SAMPLE,):
             have = sorted(str(n) for n, c in ds.coords.items() if c.dims == (SAMPLE,))
             raise EmbstoreError(f"no label {name!r} to select rows by (labels: {', '.join(have)})")
-        values = np.asarray(ds[name].values)
         if isinstance(wanted, slice):
-            if wanted.step is not None:
-                raise EmbstoreError(f"{name}: a range cannot have a step ({wanted})")
-            if wanted.start is not None:
-                mask &= values >= wanted.start
-            if wanted.stop is not None:
-                mask &= values <= wanted.stop
-        elif isinstance(wanted, list | tuple | set | frozenset | np.ndarray | xr.DataArray):
-            choices = list(np.asarray(list(wanted), dtype=object))
-            mask &= np.isin(values, np.asarray(choices, dtype=values.dtype))
-        else:
-            mask &= values == wanted
+            mask &= _in_range(name, np.asarray(ds[name].values), wanted)
+            continue
+        many = isinstance(wanted, list | tuple | set | frozenset | np.ndarray | xr.DataArray)
+        choices = list(np.asarray(list(wanted), dtype=object)) if many else [wanted]
+        mask &= _is_one_of(ds.variables[name], name, choices)
     return mask
+
+
+def _in_range(name: str, values: np.ndarray, wanted: slice) -> np.ndarray:
+    if wanted.step is not None:
+        raise EmbstoreError(f"{name}: a range cannot have a step ({wanted})")
+    mask = np.ones(len(values), dtype=bool)
+    if wanted.start is not None:
+        mask &= values >= wanted.start
+    if wanted.stop is not None:
+        mask &= values <= wanted.stop
+    return mask
+
+
+def _is_one_of(variable: xr.Variable, name: str, choices: list[Any]) -> np.ndarray:
+    """Rows of the label ``variable`` equal to one of ``choices`` (either id spelling)."""
+    coded = label_codes(variable)
+    dtype = coded[1].uniques.dtype if coded is not None else variable.dtype
+    if dtype == object:
+        choices = [s for c in choices for s in id_spellings(name, c)]
+    try:
+        wanted = np.asarray(choices, dtype=dtype)
+    except (TypeError, ValueError):
+        return np.zeros(variable.shape[0], dtype=bool)  # e.g. "abc" for an integer label
+    if coded is not None:
+        codes, factorized = coded
+        found = factorized.positions(wanted)
+        if len(found) == 1:
+            return codes == found[0]
+        return np.isin(codes, found)
+    return np.isin(np.asarray(variable.values), wanted)
 
 
 def select_rows(ds: xr.Dataset, **criteria: Any) -> xr.Dataset:
