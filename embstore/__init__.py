@@ -36,6 +36,8 @@ _API: dict[str, tuple[str, str | None]] = {
     "LabelReport": ("._label", "LabelReport"),
     "label": ("._label", "label"),
     "neighbors": ("._neighbors", "neighbors"),
+    "IndexReport": ("._ann", "IndexReport"),
+    "build_index": ("._ann", "build_index"),
     "create_store": (".store.writer", "create_store"),
     "open": (".store.read", "open_store"),  # ``embstore.open(path)``: the one public spelling
     "StoreWriter": (".store.writer", "StoreWriter"),
@@ -78,6 +80,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks
     from ._info import ValidationReport, info, validate
     from ._ingest import IngestReport, ingest
     from ._label import LabelReport, label
+    from ._ann import IndexReport, build_index
     from ._neighbors import neighbors
     from ._normalize import NormalizeReport, normalize, normalize_store
     from .demo import run_demo

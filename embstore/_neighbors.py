@@ -50,8 +50,10 @@ def neighbors(
     where: Mapping[str, Any] | np.ndarray | xr.DataArray | None = None,
     exclude_same_subject: bool = False,
     device: str | None = None,
+    approximate: bool = False,
+    nprobe: int | None = None,
 ) -> pd.DataFrame:
-    """The ``k`` rows nearest to each query, exactly, as a tidy table.
+    """The ``k`` rows nearest to each query, exactly (or approximately), as a tidy table.
 
     Parameters
     ----------
@@ -76,6 +78,13 @@ def neighbors(
         ``"cuda"``/``"cpu"`` runs the products with torch there; ``"numpy"`` with numpy.
         Default: numpy, or torch on CUDA when torch is already imported and sees a GPU
         (torch is never imported only to ask).
+    approximate
+        Search the store's approximate index (:func:`embstore.build_index`; needs faiss)
+        instead of every row: milliseconds per query once loaded (each process loads it
+        once), recall@10 >= 0.95 on clustered data at the default ``nprobe``. An index that
+        is missing or stale (rows appended, the variable rewritten) is an error.
+    nprobe
+        Lists an approximate search scans (default: the one recorded by ``build_index``).
 
     Returns
     -------
@@ -102,7 +111,11 @@ def neighbors(
     vectors, names, query_rows = _queries(ds, data, query)
     allowed = _allowed_rows(ds, where)
     subjects = _subject_codes(ds, query_rows) if exclude_same_subject else None
-    search = _backend(device)(_prepare_queries(vectors, metric), k, metric)
+    queries = _prepare_queries(vectors, metric)
+    if approximate:
+        found = _approximate(ds, variable, queries, k, metric, allowed, query_rows, subjects, nprobe)
+        return _table(ds, names, *found, metric)
+    search = _backend(device)(queries, k, metric)
     for start, block in _blocks(data, allowed):
         stop = start + len(block)
         banned = None  # (query, row) pairs left out: the query's own row, its subject's rows
@@ -114,6 +127,39 @@ def neighbors(
         search.update(block, start, ~allowed[start:stop], banned)
     scores, rows = search.result()
     return _table(ds, names, scores, rows, metric)
+
+
+def _approximate(
+    ds: xr.Dataset,
+    variable: str,
+    queries: np.ndarray,
+    k: int,
+    metric: str,
+    allowed: np.ndarray,
+    query_rows: np.ndarray | None,
+    subjects: tuple[np.ndarray, np.ndarray] | None,
+    nprobe: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` from the approximate index, the query's own row (and subject) left out."""
+    from ._ann import load_index, search
+
+    store = ds.encoding.get("embstore_store")
+    if store is None:
+        raise EmbstoreError("approximate search needs a dataset from embstore.open (or a path)")
+    index = load_index(ds, store, variable, metric)
+    extra = 0 if query_rows is None else 1
+    if subjects is not None:  # ask for enough to drop the subject's own rows afterwards
+        codes, query_codes = subjects
+        extra += int(np.bincount(codes)[query_codes].max())
+    scores, rows = search(index, queries, k + extra, metric, allowed, nprobe)
+    keep = rows >= 0
+    if query_rows is not None:
+        keep &= rows != query_rows[:, None]
+    if subjects is not None:
+        keep &= codes[np.maximum(rows, 0)] != query_codes[:, None]
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept ones first, in score order
+    scores = np.where(keep, scores, -np.inf)
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
 
 def _variable(ds: xr.Dataset, variable: str) -> xr.DataArray:

@@ -68,4 +68,5 @@ def open_lazily(store: StoreLike, *, version: str | None = None) -> xr.Dataset:
     with unreadable_as_store_error(location):
         ds = xr.open_zarr(session.store, consolidated=False, chunks={})
     ds.encoding["embstore_version_id"] = str(session.snapshot_id)
+    ds.encoding["embstore_store"] = str(store)  # where approximate search finds its index
     return ds
