@@ -76,11 +76,11 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks it equals _API
     from . import inspect
+    from ._ann import IndexReport, build_index
     from ._export import ExportReport, export
     from ._info import ValidationReport, info, validate
     from ._ingest import IngestReport, ingest
     from ._label import LabelReport, label
-    from ._ann import IndexReport, build_index
     from ._neighbors import neighbors
     from ._normalize import NormalizeReport, normalize, normalize_store
     from .demo import run_demo

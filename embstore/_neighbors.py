@@ -113,7 +113,9 @@ def neighbors(
     subjects = _subject_codes(ds, query_rows) if exclude_same_subject else None
     queries = _prepare_queries(vectors, metric)
     if approximate:
-        found = _approximate(ds, variable, queries, k, metric, allowed, query_rows, subjects, nprobe)
+        found = _approximate(
+            ds, variable, queries, k, metric, allowed, query_rows, subjects, nprobe
+        )
         return _table(ds, names, *found, metric)
     search = _backend(device)(queries, k, metric)
     for start, block in _blocks(data, allowed):

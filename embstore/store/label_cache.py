@@ -64,7 +64,7 @@ class Factorized:
         """Codes of the ``wanted`` values that occur (absent values are dropped)."""
         if self._lookup is None:
             self._lookup = pd.Index(self.uniques, dtype=self.uniques.dtype, copy=False)
-        found = self._lookup.get_indexer(wanted)
+        found = self._lookup.get_indexer(pd.Index(wanted, dtype=self.uniques.dtype))
         return found[found >= 0].astype(np.int32)
 
 

@@ -144,7 +144,7 @@ def _is_one_of(variable: xr.Variable, name: str, choices: list[Any]) -> np.ndarr
     """Rows of the label ``variable`` equal to one of ``choices`` (either id spelling)."""
     coded = label_codes(variable)
     dtype = coded[1].uniques.dtype if coded is not None else variable.dtype
-    if dtype == object:
+    if dtype.kind == "O":
         choices = [s for c in choices for s in id_spellings(name, c)]
     try:
         wanted = np.asarray(choices, dtype=dtype)
