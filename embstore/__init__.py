@@ -50,6 +50,8 @@ _API: dict[str, tuple[str, str | None]] = {
     "gc": (".store.history", "gc"),
     "UpgradeReport": (".store.migrate", "UpgradeReport"),
     "upgrade": (".store.migrate", "upgrade"),
+    "TagInfo": (".store.tags", "TagInfo"),
+    "tags": (".store.tags", "tags"),
     "prepare_dataset": (".store.views", "prepare_dataset"),
     "provenance": (".store.views", "provenance"),
 }
@@ -88,5 +90,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks
     from .store.history import GcReport, RestoreReport, VersionInfo, gc, log, restore, tag
     from .store.migrate import UpgradeReport, upgrade
     from .store.read import open_store as open  # noqa: A004
+    from .store.tags import TagInfo, tags
     from .store.views import prepare_dataset, provenance
     from .store.writer import StoreWriter, create_store

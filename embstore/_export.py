@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import xarray as xr
 
@@ -22,7 +23,7 @@ from .errors import EmbstoreError
 from .formats import FORMATS, get_format
 from .store import SAMPLE, open_store, parse_location
 from .store.repo import reads_store
-from .store.views import provenance
+from .store.views import provenance, row_filter
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def export(
     overwrite: bool = False,
     version: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    where: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None = None,
 ) -> ExportReport:
     """Write ``variable`` of ``store`` to ``out`` in ``format`` (a name in ``FORMATS``).
 
@@ -74,6 +76,11 @@ def export(
     ``hdf5`` and ``zarr`` write datasets that plain xarray opens and ``embstore ingest`` reads
     back. N rows give N files (entries) or an :class:`EmbstoreError` before anything is
     written; nothing is ever written outside ``out``.
+
+    ``where`` exports a subset: a query over the labels (``"category in ['ball', 'cup'] and
+    age_mo >= 12"``), label criteria as in ``ds.emb.rows`` (``{"subject": ["p1", "p2"]}``,
+    either id spelling), or a list of them that every exported row matches
+    (:func:`embstore.store.views.row_filter`).
     """
     fmt = get_format(format)
     ds = open_store(store, version=version)
@@ -95,12 +102,14 @@ def export(
     if rows < total:
         log.warning("%s covers %d of %d rows; exporting those", variable, rows, total)
     ds = ds.isel({SAMPLE: slice(0, rows)})
+    if where is not None:
+        ds = ds.isel({SAMPLE: row_filter(ds, where)})
     problem = fmt.check_keys(ds["path"].values.tolist())
     if problem is not None:
         raise EmbstoreError(f"{store}: cannot export to {fmt.name}: {problem}")
     with replacing(out, overwrite=overwrite) as tmp:
         fmt.write(ds, variable, tmp, progress)
-    return ExportReport(str(out), fmt.name, variable, rows, total - rows)
+    return ExportReport(str(out), fmt.name, variable, int(ds.sizes[SAMPLE]), total - rows)
 
 
 __all__ = ["FORMATS", "ExportReport", "covered_rows", "export"]

@@ -24,7 +24,7 @@ with a ``sample`` dimension, e.g. a subset read back with ``xarray.open_dataset`
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -157,6 +157,41 @@ def _is_one_of(variable: xr.Variable, name: str, choices: list[Any]) -> np.ndarr
             return codes == found[0]
         return np.isin(codes, found)
     return np.isin(np.asarray(variable.values), wanted)
+
+
+def row_filter(
+    ds: xr.Dataset,
+    where: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]],
+) -> np.ndarray:
+    """Boolean mask of the rows matching ``where``: a query over the labels (pandas syntax:
+    ``"category in ['ball', 'cup'] and age_mo >= 12"``), label criteria (:func:`label_mask`),
+    or a list of either that every row must match.
+
+    Examples
+    --------
+    >>> row_filter(ds, "subject != 'p1' and category in ['ball']")      # doctest: +SKIP
+    >>> row_filter(ds, [{"subject": ["13072354"]}, "age_mo >= 12"])     # doctest: +SKIP
+    """
+    parts = [where] if isinstance(where, str | Mapping) else list(where)
+    mask = np.ones(ds.sizes[SAMPLE], dtype=bool)
+    for part in parts:
+        mask &= label_mask(ds, part) if isinstance(part, Mapping) else _query_mask(ds, part)
+    return mask
+
+
+def _query_mask(ds: xr.Dataset, expr: str) -> np.ndarray:
+    import pandas as pd
+
+    labels = {str(n): np.asarray(c.values) for n, c in ds.coords.items() if c.dims == (SAMPLE,)}
+    try:
+        result = pd.DataFrame(labels).eval(expr, engine="python")
+    except Exception as exc:  # pandas raises many kinds (SyntaxError, UndefinedVariableError...)
+        msg = f"cannot select rows by {expr!r}: {exc} (labels: {', '.join(sorted(labels))})"
+        raise EmbstoreError(msg) from exc
+    mask = np.asarray(result)
+    if mask.dtype != bool or mask.shape != (ds.sizes[SAMPLE],):
+        raise EmbstoreError(f"{expr!r} is not a condition on the rows' labels")
+    return mask
 
 
 def select_rows(ds: xr.Dataset, **criteria: Any) -> xr.Dataset:
