@@ -167,7 +167,8 @@ def build_index(
     }
     message = f"approximate index of {variable!r} ({metric}, {lists} lists)"
     arrays = {"centroids": centroids, "assign": assign}
-    write_attachment(store, attachment_name(variable, metric), arrays, attrs, message=message)
+    name = attachment_name(variable, metric)
+    write_attachment(store, name, arrays, attrs, message=message, action="index")
     seconds = time.perf_counter() - start
     return IndexReport(str(store), variable, metric, n, lists, nprobe, seconds)
 
