@@ -397,6 +397,8 @@ def info_cmd(
         f"version {data['version']}",
         highlight=False,
     )
+    if quiet:  # the one-line summary only
+        return
     table = Table("label", "type", "unique", "missing", "most common")
     for name, label in data["labels"].items():
         top = ", ".join(f"{k} ({v})" for k, v in label["top"][:5])
@@ -438,9 +440,21 @@ def export_cmd(
         bool,
         typer.Option("--allow-stale", help="Export a stale derived variable as it is."),
     ] = False,
+    where: Annotated[
+        str | None,
+        typer.Option(help='Export only rows matching a query on labels, e.g. "age_mo >= 12".'),
+    ] = None,
+    subject: Annotated[
+        list[str] | None, typer.Option(help="Export only this subject's rows (repeatable).")
+    ] = None,
+    category: Annotated[
+        list[str] | None, typer.Option(help="Export only this category's rows (repeatable).")
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Write a variable as a .npy tree (original relative paths), a .pt dict, HDF5 or Zarr."""
+    criteria = {n: v for n, v in (("subject", subject), ("category", category)) if v}
+    rows = [part for part in (where, criteria) if part]
     with _progress(quiet, "export") as progress:
         report = embstore.export(
             store,
@@ -451,6 +465,7 @@ def export_cmd(
             version=version,
             allow_stale=allow_stale,
             progress=progress,
+            where=rows or None,
         )
     _say(quiet, report.summary())
 
@@ -604,10 +619,13 @@ def neighbors(
     exclude_same_subject: Annotated[
         bool, typer.Option(help="Leave out rows of the query's own subject.")
     ] = False,
+    approximate: Annotated[
+        bool, typer.Option(help="Use the store's approximate index (see `embstore index`).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """The rows nearest to stored rows (exact search, chunk by chunk)."""
+    """The rows nearest to stored rows (exact search chunk by chunk, or --approximate)."""
     where = {
         name: values for name, values in (("subject", subject), ("category", category)) if values
     }
@@ -619,11 +637,10 @@ def neighbors(
         variable=variable,
         where=where or None,
         exclude_same_subject=exclude_same_subject,
+        approximate=approximate,
     )
     if as_json:
         print(table.to_json(orient="records", indent=2))
-        return
-    if quiet:
         return
     for query, rows in table.groupby("query", sort=False):
         out.print(f"[bold]{query}[/bold]", highlight=False, soft_wrap=True)
@@ -895,6 +912,10 @@ def log(
     if as_json:
         print(json.dumps([v.to_dict() for v in versions], indent=2, default=str))
         return
+    if quiet:  # ids only, newest first (for scripts)
+        for v in versions:
+            print(v.id)
+        return
     for v in versions:
         tags = f" [{', '.join(v.tags)}]" if v.tags else ""
         rows = "" if v.rows is None else f" ({v.rows} rows)"
@@ -918,6 +939,51 @@ def tag(
     """Name a version (the newest by default)."""
     snapshot = embstore.tag(store, name, version=version)
     _say(quiet, f"{store}: tagged {snapshot} as {name!r}")
+
+
+@_command
+def tags(
+    store: StoreArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Every tag and the version it names (id, time, message, rows)."""
+    found = embstore.tags(store)
+    if as_json:
+        print(json.dumps([t.to_dict() for t in found], indent=2))
+        return
+    for t in found:
+        rows = "" if t.rows is None or quiet else f" ({t.rows} rows)"
+        line = (
+            t.name if quiet else f"{t.name}  {t.version}  {t.time:%Y-%m-%d %H:%M:%S}  {t.message}"
+        )
+        out.print(line + rows, highlight=False, markup=False, soft_wrap=True)
+
+
+@_command
+def index(
+    store: StoreArg,
+    variable: Annotated[str, typer.Option(help="Variable to index.")] = "embedding",
+    metric: Annotated[Metric, typer.Option(help="What the index answers.")] = Metric.cosine,
+    lists: Annotated[
+        int | None, typer.Option(min=1, help="Inverted lists (default ~sqrt(rows)).")
+    ] = None,
+    nprobe: Annotated[
+        int | None, typer.Option(min=1, help="Lists scanned per query (default lists/16).")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Build the approximate-neighbours index (faiss IVF) of a variable, as a new version."""
+    with _progress(quiet, "index") as progress:
+        report = embstore.build_index(
+            store,
+            variable=variable,
+            metric=metric.value,
+            lists=lists,
+            nprobe=nprobe,
+            progress=progress,
+        )
+    _say(quiet, f"{store}: {report.summary()}")
 
 
 @_command

@@ -42,6 +42,8 @@ _API: dict[str, tuple[str, str | None]] = {
     "ImageExtractConfig": (".extraction.image_extract", "ImageExtractConfig"),
     "ImageExtractReport": (".extraction.image_extract", "ImageExtractReport"),
     "extract_images": (".extraction.image_extract", "extract_images"),
+    "IndexReport": ("._ann", "IndexReport"),
+    "build_index": ("._ann", "build_index"),
     "create_store": (".store.writer", "create_store"),
     "open": (".store.read", "open_store"),  # ``embstore.open(path)``: the one public spelling
     "StoreWriter": (".store.writer", "StoreWriter"),
@@ -58,6 +60,8 @@ _API: dict[str, tuple[str, str | None]] = {
     "gc": (".store.history", "gc"),
     "UpgradeReport": (".store.migrate", "UpgradeReport"),
     "upgrade": (".store.migrate", "upgrade"),
+    "TagInfo": (".store.tags", "TagInfo"),
+    "tags": (".store.tags", "tags"),
     "prepare_dataset": (".store.views", "prepare_dataset"),
     "provenance": (".store.views", "provenance"),
     "stale_variables": (".store.variables", "stale_variables"),
@@ -86,6 +90,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks it equals _API
     from . import inspect
     from ._aggregate import AggregateReport, aggregate
+    from ._ann import IndexReport, build_index
     from ._export import ExportReport, export
     from ._info import ValidationReport, info, validate
     from ._ingest import IngestReport, ingest
@@ -101,6 +106,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks
         StaleVariableError,
         StoreError,
     )
+    from .extraction.image_extract import ImageExtractConfig, ImageExtractReport, extract_images
     from .store.history import (
         GcReport,
         RecoverReport,
@@ -112,10 +118,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks
         restore,
         tag,
     )
-    from .extraction.image_extract import ImageExtractConfig, ImageExtractReport, extract_images
     from .store.loop import WriterReport, writer
     from .store.migrate import UpgradeReport, upgrade
     from .store.read import open_store as open  # noqa: A004
+    from .store.tags import TagInfo, tags
     from .store.variables import stale_variables
     from .store.views import prepare_dataset, provenance
     from .store.writer import StoreWriter, create_store

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import xarray as xr
 
@@ -23,7 +24,7 @@ from .formats import FORMATS, get_format
 from .store import SAMPLE, open_store, parse_location
 from .store.repo import reads_store
 from .store.variables import stale_reasons
-from .store.views import provenance
+from .store.views import provenance, row_filter
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def export(
     version: str | None = None,
     allow_stale: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    where: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None = None,
 ) -> ExportReport:
     """Write ``variable`` of ``store`` to ``out`` in ``format`` (a name in ``FORMATS``).
 
@@ -80,6 +82,11 @@ def export(
     A stale derived variable (its inputs changed since it was computed: later rows, relabelled
     rows it excluded, ...) is refused with :class:`~embstore.errors.StaleVariableError` unless
     ``allow_stale``; then the rows it covers are written as they are.
+
+    ``where`` exports a subset: a query over the labels (``"category in ['ball', 'cup'] and
+    age_mo >= 12"``), label criteria as in ``ds.emb.rows`` (``{"subject": ["p1", "p2"]}``,
+    either id spelling), or a list of them that every exported row matches
+    (:func:`embstore.store.views.row_filter`).
     """
     fmt = get_format(format)
     ds = open_store(store, version=version)
@@ -108,12 +115,14 @@ def export(
     if rows < total:
         log.warning("%s covers %d of %d rows; exporting those", variable, rows, total)
     ds = ds.isel({SAMPLE: slice(0, rows)})
+    if where is not None:
+        ds = ds.isel({SAMPLE: row_filter(ds, where)})
     problem = fmt.check_keys(ds["path"].values.tolist())
     if problem is not None:
         raise EmbstoreError(f"{store}: cannot export to {fmt.name}: {problem}")
     with replacing(out, overwrite=overwrite) as tmp:
         fmt.write(ds, variable, tmp, progress)
-    return ExportReport(str(out), fmt.name, variable, rows, total - rows)
+    return ExportReport(str(out), fmt.name, variable, int(ds.sizes[SAMPLE]), total - rows)
 
 
 __all__ = ["FORMATS", "ExportReport", "covered_rows", "export"]

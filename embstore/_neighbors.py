@@ -1,20 +1,27 @@
 """Exact nearest neighbours over a store's rows, one row chunk at a time (memory flat in N).
 
-For each chunk of rows the scores against every query are computed at once (one matrix
-product) and merged into a running top-k per query, so memory holds one chunk plus
-``queries x (k + chunk)`` scores whatever the store's size. Torch on CUDA runs the products
-when a GPU is present; numpy otherwise.
+For each block of rows (whole row chunks of the store, grouped up to :data:`BLOCK_ROWS`) the
+scores against every query are one float32 BLAS matrix product, merged into a running top-k
+per query, so memory holds a few blocks plus ``queries x (k + block)`` scores whatever the
+store's size. Blocks are read by :data:`READ_THREADS` threads, several ahead of the products
+(reading and BLAS both release the GIL). Torch runs the products only when asked
+(``device="cuda"``/``"cpu"``) or, with ``device=None``, when torch is already imported and
+sees a GPU: importing torch just to ask costs ~2 s. An approximate index for interactive
+single queries is :func:`embstore.build_index` (:mod:`embstore._ann`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dask.array as da
+import dask.local
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -29,6 +36,8 @@ METRICS = ("cosine", "dot", "euclidean")
 #: Rows scored at once: whole row chunks of the store are grouped up to this many rows (fewer
 #: numpy calls and reads per row), and an in-memory array is cut into blocks of this size.
 BLOCK_ROWS = 16384
+#: Threads reading blocks (each several chunks) ahead of the products.
+READ_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
 def neighbors(
@@ -41,8 +50,10 @@ def neighbors(
     where: Mapping[str, Any] | np.ndarray | xr.DataArray | None = None,
     exclude_same_subject: bool = False,
     device: str | None = None,
+    approximate: bool = False,
+    nprobe: int | None = None,
 ) -> pd.DataFrame:
-    """The ``k`` rows nearest to each query, exactly, as a tidy table.
+    """The ``k`` rows nearest to each query, exactly (or approximately), as a tidy table.
 
     Parameters
     ----------
@@ -65,7 +76,15 @@ def neighbors(
         Leave out rows of the query's own subject (path queries only).
     device
         ``"cuda"``/``"cpu"`` runs the products with torch there; ``"numpy"`` with numpy.
-        Default: torch on CUDA when available, numpy otherwise.
+        Default: numpy, or torch on CUDA when torch is already imported and sees a GPU
+        (torch is never imported only to ask).
+    approximate
+        Search the store's approximate index (:func:`embstore.build_index`; needs faiss)
+        instead of every row: milliseconds per query once loaded (each process loads it
+        once), recall@10 >= 0.95 on clustered data at the default ``nprobe``. An index that
+        is missing or stale (rows appended, the variable rewritten) is an error.
+    nprobe
+        Lists an approximate search scans (default: the one recorded by ``build_index``).
 
     Returns
     -------
@@ -94,7 +113,13 @@ def neighbors(
     vectors, names, query_rows = _queries(ds, data, query)
     allowed = _allowed_rows(ds, where)
     subjects = _subject_codes(ds, query_rows) if exclude_same_subject else None
-    search = _backend(device)(_prepare_queries(vectors, metric), k, metric)
+    queries = _prepare_queries(vectors, metric)
+    if approximate:
+        found = _approximate(
+            ds, variable, queries, k, metric, allowed, query_rows, subjects, nprobe
+        )
+        return _table(ds, names, *found, metric)
+    search = _backend(device)(queries, k, metric)
     for start, block in _blocks(data, allowed):
         stop = start + len(block)
         banned = None  # (query, row) pairs left out: the query's own row, its subject's rows
@@ -106,6 +131,39 @@ def neighbors(
         search.update(block, start, ~allowed[start:stop], banned)
     scores, rows = search.result()
     return _table(ds, names, scores, rows, metric)
+
+
+def _approximate(
+    ds: xr.Dataset,
+    variable: str,
+    queries: np.ndarray,
+    k: int,
+    metric: str,
+    allowed: np.ndarray,
+    query_rows: np.ndarray | None,
+    subjects: tuple[np.ndarray, np.ndarray] | None,
+    nprobe: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` from the approximate index, the query's own row (and subject) left out."""
+    from ._ann import load_index, search
+
+    store = ds.encoding.get("embstore_store")
+    if store is None:
+        raise EmbstoreError("approximate search needs a dataset from embstore.open (or a path)")
+    index = load_index(ds, store, variable, metric)
+    extra = 0 if query_rows is None else 1
+    if subjects is not None:  # ask for enough to drop the subject's own rows afterwards
+        codes, query_codes = subjects
+        extra += int(np.bincount(codes)[query_codes].max())
+    scores, rows = search(index, queries, k + extra, metric, allowed, nprobe)
+    keep = rows >= 0
+    if query_rows is not None:
+        keep &= rows != query_rows[:, None]
+    if subjects is not None:
+        keep &= codes[np.maximum(rows, 0)] != query_codes[:, None]
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept ones first, in score order
+    scores = np.where(keep, scores, -np.inf)
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
 
 def _variable(ds: xr.Dataset, variable: str) -> xr.DataArray:
@@ -182,7 +240,7 @@ def _prepare_queries(vectors: np.ndarray, metric: str) -> np.ndarray:
 
 
 def _blocks(data: xr.DataArray, allowed: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    """``(first_row, block)`` for each row chunk holding an allowed row, read one ahead."""
+    """``(first_row, block)`` for each block holding an allowed row, read ahead in threads."""
     array = data.data
     sizes = array.chunks[0] if isinstance(array, da.Array) else None
     if sizes is None:
@@ -200,16 +258,17 @@ def _blocks(data: xr.DataArray, allowed: np.ndarray) -> Iterator[tuple[int, np.n
 
     def read(span: tuple[int, int]) -> np.ndarray:
         block = array[span[0] : span[1]]
-        if isinstance(block, da.Array):  # this thread is the parallelism: no dask pool on top
-            block = block.compute(scheduler="sync")
+        if isinstance(block, da.Array):  # these threads are the parallelism: no dask pool
+            block = block.compute(scheduler=dask.local.get_sync)
         return np.asarray(block, dtype=np.float32)
 
-    # a thread reads the next block while this one is scored (both release the GIL)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embstore-read") as pool:
-        ahead = pool.submit(read, wanted[0]) if wanted else None
+    # READ_THREADS blocks in flight while one is scored (reads and BLAS release the GIL)
+    with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="embstore-read") as pool:
+        pending = deque(pool.submit(read, span) for span in wanted[:READ_THREADS])
         for i, span in enumerate(wanted):
-            block = ahead.result()
-            ahead = pool.submit(read, wanted[i + 1]) if i + 1 < len(wanted) else None
+            block = pending.popleft().result()
+            if i + READ_THREADS < len(wanted):
+                pending.append(pool.submit(read, wanted[i + READ_THREADS]))
             yield span[0], block
 
 
@@ -293,11 +352,8 @@ def _backend(device: str | None) -> Any:
     if device == "numpy":
         return _NumpyTopK
     if device is None:
-        try:
-            import torch
-        except ImportError:  # torch is optional for the search
-            return _NumpyTopK
-        if not torch.cuda.is_available():
+        torch = sys.modules.get("torch")  # never imported only to ask whether CUDA exists
+        if torch is None or not torch.cuda.is_available():
             return _NumpyTopK
         device = "cuda"
     return lambda q, k, metric: _TorchTopK(q, k, metric, device)

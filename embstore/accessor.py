@@ -9,12 +9,17 @@ explicitly, e.g. for a netCDF subset opened with plain xarray.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .store.views import provenance, select_rows
+from .store.layout import SAMPLE
+from .store.views import INDEX_LABEL, provenance, select_rows
+
+if TYPE_CHECKING:
+    from ._torch_dataset import EmbeddingDataset
 
 
 @xr.register_dataset_accessor("emb")
@@ -56,6 +61,37 @@ class EmbDatasetAccessor:
 
         return neighbors(self._obj, query, **kwargs)
 
+    def to_dataframe(self, *variables: str) -> pd.DataFrame:
+        """One row per sample, indexed by ``path``: every label, then the given
+        ``(sample, feature)`` variables one column per feature (``embedding_0``...).
+
+        ``Dataset.to_dataframe`` cannot keep ``path`` (xarray indexes rows by ``sample``,
+        which has no coordinate, and leaves indexed coordinates out of the columns).
+        """
+        ds = self._obj
+        labels = [n for n, c in ds.coords.items() if c.dims == (SAMPLE,) and n != INDEX_LABEL]
+        columns: dict[str, Any] = {str(n): np.asarray(ds[n].values) for n in labels}
+        for name in variables:
+            values = np.asarray(ds[name].values)
+            for j in range(values.shape[1]):
+                columns[f"{name}_{j}"] = values[:, j]
+        return pd.DataFrame(columns, index=_path_index(ds))
+
+    def to_pandas(self, variable: str = "embedding") -> pd.DataFrame:
+        """``variable`` as a DataFrame: rows indexed by ``path``, one column per feature."""
+        return self._obj[variable].emb.to_pandas()
+
+    def torch_dataset(
+        self, *, variable: str = "embedding", label: str | None = None, drop_nonfinite: bool = True
+    ) -> EmbeddingDataset:
+        """These rows as a torch ``Dataset`` of ``(vector, class index)`` for probes
+        (:func:`embstore._torch_dataset.torch_dataset`; torch is imported only here)."""
+        from ._torch_dataset import torch_dataset
+
+        return torch_dataset(
+            self._obj, variable=variable, label=label, drop_nonfinite=drop_nonfinite
+        )
+
     @property
     def provenance(self) -> dict[str, Any]:
         """The store's decoded provenance (:func:`embstore.store.views.provenance`)."""
@@ -72,6 +108,12 @@ class EmbDatasetAccessor:
         return stale_variables(self._obj)
 
 
+def _path_index(obj: xr.Dataset | xr.DataArray) -> pd.Index:
+    if INDEX_LABEL in obj.coords and obj[INDEX_LABEL].dims == (SAMPLE,):
+        return pd.Index(np.asarray(obj[INDEX_LABEL].values, dtype=object), name=INDEX_LABEL)
+    return pd.RangeIndex(obj.sizes[SAMPLE], name=SAMPLE)
+
+
 @xr.register_dataarray_accessor("emb")
 class EmbDataArrayAccessor:
     """``da.emb.provenance``: the decoded provenance of one variable (e.g. ``normalized``)."""
@@ -82,3 +124,13 @@ class EmbDataArrayAccessor:
     @property
     def provenance(self) -> dict[str, Any]:
         return provenance(self._obj)
+
+    def to_pandas(self) -> pd.DataFrame | pd.Series:
+        """This ``sample`` variable as pandas with ``path`` as the index (a DataFrame with one
+        column per feature for ``(sample, feature)``, a Series for a label)."""
+        da = self._obj
+        index = _path_index(da)
+        if da.ndim == 1:
+            return pd.Series(np.asarray(da.values), index=index, name=da.name)
+        columns = da.get_index(da.dims[1]) if da.ndim == 2 else None
+        return pd.DataFrame(np.asarray(da.values), index=index, columns=columns)

@@ -99,3 +99,42 @@ def check_keys(
             raise BadInputError(source, str(violation))
         found.append(violation)
     return found
+
+
+#: A MIMIC-IV-Echo file key in any of its spellings: ``[files/][pNN/]p<subject>/s<study>/<name>``.
+_ECHO_KEY = re.compile(r"^(?:.*/)?(?P<key>p(?P<subject>\d+)/s\d+/[^/]+?)(?:\.[A-Za-z0-9]+)?$")
+
+
+def echo_key(key: str, *, suffix: str = ".mp4") -> str:
+    """The ``.pt`` shards' key of a MIMIC-IV-Echo row: ``p<subject>/s<study>/<name><suffix>``.
+
+    ``extract`` keys DICOM rows by their path under the tree it walked
+    (``p10/p10002221/s94106955/94106955_0001.dcm`` or with ``files/`` in front) while the
+    published ``.pt`` shards key the same clips ``p10002221/s94106955/94106955_0001.mp4``.
+    This maps any of those spellings to the shards' one, so two stores of the same studies
+    line up (``store_a.path.values`` mapped and compared, or a relabel/join by this key).
+
+    Examples
+    --------
+    >>> echo_key("files/p10/p10002221/s94106955/94106955_0001.dcm")
+    'p10002221/s94106955/94106955_0001.mp4'
+    >>> echo_key("p10002221/s94106955/94106955_0001.mp4")
+    'p10002221/s94106955/94106955_0001.mp4'
+    """
+    match = _ECHO_KEY.match(key)
+    if match is None:
+        raise BadInputError(key, "not a MIMIC-IV-Echo key (p<subject>/s<study>/<file>)")
+    return match.group("key") + suffix
+
+
+def echo_dicom_key(key: str) -> str:
+    """The inverse of :func:`echo_key`: the key ``extract`` gives a DICOM of the MIMIC tree,
+    ``p<NN>/p<subject>/s<study>/<name>.dcm`` (``NN``: the subject id's first two digits).
+
+    >>> echo_dicom_key("p10002221/s94106955/94106955_0001.mp4")
+    'p10/p10002221/s94106955/94106955_0001.dcm'
+    """
+    match = _ECHO_KEY.match(key)
+    if match is None:
+        raise BadInputError(key, "not a MIMIC-IV-Echo key (p<subject>/s<study>/<file>)")
+    return f"p{match.group('subject')[:2]}/{match.group('key')}.dcm"

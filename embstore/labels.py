@@ -169,6 +169,36 @@ def get_layout(layout: str | Layout | None = None, *, pattern: str | None = None
         raise BadInputError("layout", msg) from None
 
 
+#: Id labels that MIMIC writes two ways: the prefix of the folder names (``p13072354``,
+#: ``s50000014``) and the bare number of its CSVs (``subject_id`` 13072354).
+ID_PREFIXES: Mapping[str, str] = {"subject": "p", "subject_id": "p", "study": "s", "study_id": "s"}
+
+
+def id_spellings(name: str, value: object) -> list[object]:
+    """Every spelling of ``value`` that selecting rows by the label ``name`` matches.
+
+    Layouts label MIMIC-IV-Echo rows with the folder names (``subject="p13072354"``,
+    ``study="s50000014"``), while MIMIC's CSVs and users write the bare number
+    (``13072354``). Selecting rows (``ds.emb.rows``, ``neighbors(where=...)``,
+    ``export(where=...)``) therefore matches a subject or study id in both spellings; any
+    other label or value matches as given.
+
+    >>> id_spellings("subject", "13072354"), id_spellings("subject", 13072354)
+    (['13072354', 'p13072354'], ['13072354', 'p13072354'])
+    >>> id_spellings("study", "s50000014"), id_spellings("category", "ball")
+    (['s50000014', '50000014'], ['ball'])
+    """
+    prefix = ID_PREFIXES.get(name)
+    if prefix is None or isinstance(value, bool) or not isinstance(value, str | int):
+        return [value]
+    text = str(value)
+    digits = text[len(prefix) :] if text.startswith(prefix) else text
+    if not digits.isdigit() or not digits.isascii():
+        return [value]
+    other = digits if text.startswith(prefix) else prefix + digits
+    return [text, other]
+
+
 def parse_categories(text: str) -> list[str]:
     """Categories from a categories file's text: one per line; blanks and ``#`` comments skipped.
 

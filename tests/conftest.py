@@ -29,6 +29,15 @@ settings.register_profile(
 settings.load_profile("embstore")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _label_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The label cache (embstore.store.label_cache) of the tests lives in a temp folder."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EMBSTORE_CACHE_DIR", str(tmp_path_factory.mktemp("embstore-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def npy_tree(tmp_path: Path) -> Path:
     """A babyview-layout tree: 3 categories x 4 subjects x 4 ages, 16-d float32."""

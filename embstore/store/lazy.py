@@ -10,6 +10,10 @@ one label. So, the way xarray's own backends load variables lazily:
   of it (``ds.subject == x``, ``.values``, a subset's ``.values``) reads the label whole, once,
   into an ``object`` array of ``str`` (numbers as stored); every copy and subset of the
   dataset shares that read. A label is never dask.
+- With the version's snapshot id (``embstore.open`` gives it), a string or integer label is
+  kept as codes + a small dictionary (:mod:`~embstore.store.label_cache`), built on the first
+  read of that label of that version and loaded by later processes in milliseconds;
+  :func:`label_codes` hands them to row selection, which then compares integers.
 - :class:`PathIndex` is an :class:`xarray.Index` on ``path`` that builds its
   :class:`~xarray.indexes.PandasIndex` on the first ``sel`` / alignment and delegates to it;
   ``isel`` keeps it unbuilt.
@@ -31,6 +35,9 @@ from xarray.backends import BackendArray
 from xarray.core import indexing
 from xarray.core.indexes import Index, PandasIndex
 
+from . import label_cache
+from .label_cache import Factorized
+
 #: What a label's read runs inside, given the label's name (the store turns the engine's
 #: errors into one-line StoreErrors naming the store and the label).
 Guard = Callable[[str], AbstractContextManager[object]]
@@ -39,13 +46,21 @@ Guard = Callable[[str], AbstractContextManager[object]]
 class LabelArray(BackendArray):
     """One 1-D label, read whole from ``source`` on first use and kept (see the module doc)."""
 
-    def __init__(self, source: xr.Variable, name: str, guard: Guard | None = None) -> None:
+    def __init__(
+        self,
+        source: xr.Variable,
+        name: str,
+        guard: Guard | None = None,
+        snapshot: str | None = None,
+    ) -> None:
         self.source: xr.Variable | None = source
         self.name = name
         self.shape = source.shape
         self.dtype = np.dtype(object) if _is_string(source.dtype) else source.dtype
         self._guard = guard
+        self._snapshot = snapshot  # the version's id: the label cache's key
         self._values: np.ndarray | None = None
+        self._factorized: Factorized | None = None
         self._lock = threading.Lock()
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
@@ -66,20 +81,42 @@ class LabelArray(BackendArray):
         copy, so change labels with ``assign_coords`` (or ``embstore label``), not in place."""
         with self._lock:
             if self._values is None:
-                assert self.source is not None  # released only once read
-                with self._guard(self.name) if self._guard is not None else nullcontext():
-                    data = self.source.data  # a backend array is read here; dask stays lazy
-                    if isinstance(data, da.Array):
-                        # in this thread (decoding strings holds the GIL); a callable, because
-                        # a scheduler named by a string makes dask import distributed (0.15 s)
-                        data = data.compute(scheduler=dask.local.get_sync)
-                values = plain_strings(np.asarray(data))
-                if np.may_share_memory(values, data):
-                    values = values.copy()  # never make the caller's array read-only
+                cached = self._cached()
+                values = cached.values() if cached is not None else self._read()
                 values.flags.writeable = False
+                if cached is None and self._snapshot is not None and len(self.shape) == 1:
+                    self._factorized = Factorized.of(values)  # once per version, kept
+                    label_cache.save(self._snapshot, self.name, self._factorized)
                 self._values = values
                 self.source = None  # let the source (and any copy it cached) go
             return self._values
+
+    def factorized(self) -> Factorized:
+        """The label as codes + distinct values (from the cache, or built once here)."""
+        values = self.values()
+        with self._lock:
+            if self._factorized is None:  # no version id: kept in memory only
+                self._factorized = Factorized.of(values)
+            return self._factorized
+
+    def _cached(self) -> Factorized | None:
+        if self._snapshot is None or len(self.shape) != 1:
+            return None
+        self._factorized = label_cache.load(self._snapshot, self.name, self.shape[0])
+        return self._factorized
+
+    def _read(self) -> np.ndarray:
+        assert self.source is not None  # released only once read
+        with self._guard(self.name) if self._guard is not None else nullcontext():
+            data = self.source.data  # a backend array is read here; dask stays lazy
+            if isinstance(data, da.Array):
+                # in this thread (decoding strings holds the GIL); a callable, because
+                # a scheduler named by a string makes dask import distributed (0.15 s)
+                data = data.compute(scheduler=dask.local.get_sync)
+        values = plain_strings(np.asarray(data))
+        if np.may_share_memory(values, data):
+            values = values.copy()  # never make the caller's array read-only
+        return values
 
     def __deepcopy__(self, memo: dict[int, Any]) -> LabelArray:
         return self  # immutable once read: deep copies of a dataset (xr.align) share the read
@@ -104,11 +141,25 @@ class _LabelView(indexing.LazilyIndexedArray):
         return format_array_flat(self.get_duck_array(), max_width)
 
 
-def lazy_label(variable: xr.Variable, name: str, guard: Guard | None = None) -> xr.Variable:
+def lazy_label(
+    variable: xr.Variable, name: str, guard: Guard | None = None, snapshot: str | None = None
+) -> xr.Variable:
     """``variable`` (the label ``name``) backed by a :class:`LabelArray`: same dims,
-    attributes and encoding."""
-    data = _LabelView(LabelArray(variable, name, guard))
+    attributes and encoding; ``snapshot`` (the version's id) enables the label cache."""
+    data = _LabelView(LabelArray(variable, name, guard, snapshot))
     return xr.Variable(variable.dims, data, variable.attrs, variable.encoding, fastpath=True)
+
+
+def label_codes(variable: xr.Variable) -> tuple[np.ndarray, Factorized] | None:
+    """``(codes of these rows, the label's factorization)`` when ``variable`` is a (subset
+    of a) lazily read label, else ``None`` (then compare its values)."""
+    view = variable._data
+    if not isinstance(view, _LabelView) or not isinstance(view.array, LabelArray):
+        return None
+    if not isinstance(view.key, indexing.BasicIndexer | indexing.OuterIndexer):
+        return None
+    factorized = view.array.factorized()
+    return factorized.codes[view.key.tuple], factorized
 
 
 def plain_strings(values: np.ndarray) -> np.ndarray:

@@ -24,15 +24,16 @@ with a ``sample`` dimension, e.g. a subset read back with ``xarray.open_dataset`
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from ..errors import EmbstoreError
+from ..labels import id_spellings
 from .layout import ROOT_ATTR, SAMPLE
-from .lazy import Guard, PathIndex, lazy_label
+from .lazy import Guard, PathIndex, label_codes, lazy_label
 
 #: The label coordinate that carries the row index.
 INDEX_LABEL = "path"
@@ -53,7 +54,8 @@ def prepare_dataset(ds: xr.Dataset, *, guard: Guard | None = None) -> xr.Dataset
     '00270001'
     """
     names = [n for n, v in ds.variables.items() if v.dims == (SAMPLE,) and n != SAMPLE]
-    labels = {n: lazy_label(ds.variables[n], str(n), guard) for n in names}
+    snapshot = ds.encoding.get("embstore_version_id")  # set by embstore.open: the cache key
+    labels = {n: lazy_label(ds.variables[n], str(n), guard, snapshot) for n in names}
     ds = ds.drop_indexes([n for n in names if n in ds.xindexes], errors="ignore")
     ds = ds.drop_vars(names).assign_coords(labels)
     if INDEX_LABEL in ds.coords and ds[INDEX_LABEL].dims == (SAMPLE,):
@@ -111,25 +113,87 @@ def label_mask(ds: xr.Dataset, criteria: Mapping[str, Any]) -> np.ndarray:
 
     A scalar means equality, a list (tuple, set, array) membership, a ``slice`` an inclusive
     range (``slice(12, 18)``; either end may be ``None``). Unknown labels are an error.
+    Subject and study ids match in either spelling (``"13072354"`` and ``"p13072354"``, see
+    :func:`embstore.labels.id_spellings`). Equality and membership on a label of a store
+    compare its cached integer codes, not its strings
+    (:mod:`embstore.store.label_cache`).
     """
     mask = np.ones(ds.sizes[SAMPLE], dtype=bool)
     for name, wanted in criteria.items():
         if name not in ds.coords or ds[name].dims != (SAMPLE,):
             have = sorted(str(n) for n, c in ds.coords.items() if c.dims == (SAMPLE,))
             raise EmbstoreError(f"no label {name!r} to select rows by (labels: {', '.join(have)})")
-        values = np.asarray(ds[name].values)
         if isinstance(wanted, slice):
-            if wanted.step is not None:
-                raise EmbstoreError(f"{name}: a range cannot have a step ({wanted})")
-            if wanted.start is not None:
-                mask &= values >= wanted.start
-            if wanted.stop is not None:
-                mask &= values <= wanted.stop
-        elif isinstance(wanted, list | tuple | set | frozenset | np.ndarray | xr.DataArray):
-            choices = list(np.asarray(list(wanted), dtype=object))
-            mask &= np.isin(values, np.asarray(choices, dtype=values.dtype))
-        else:
-            mask &= values == wanted
+            mask &= _in_range(name, np.asarray(ds[name].values), wanted)
+            continue
+        many = isinstance(wanted, list | tuple | set | frozenset | np.ndarray | xr.DataArray)
+        choices = list(np.asarray(list(wanted), dtype=object)) if many else [wanted]
+        mask &= _is_one_of(ds.variables[name], name, choices)
+    return mask
+
+
+def _in_range(name: str, values: np.ndarray, wanted: slice) -> np.ndarray:
+    if wanted.step is not None:
+        raise EmbstoreError(f"{name}: a range cannot have a step ({wanted})")
+    mask = np.ones(len(values), dtype=bool)
+    if wanted.start is not None:
+        mask &= values >= wanted.start
+    if wanted.stop is not None:
+        mask &= values <= wanted.stop
+    return mask
+
+
+def _is_one_of(variable: xr.Variable, name: str, choices: list[Any]) -> np.ndarray:
+    """Rows of the label ``variable`` equal to one of ``choices`` (either id spelling)."""
+    coded = label_codes(variable)
+    dtype = coded[1].uniques.dtype if coded is not None else variable.dtype
+    if dtype.kind == "O":
+        choices = [s for c in choices for s in id_spellings(name, c)]
+    try:
+        wanted = np.asarray(choices, dtype=dtype)
+    except (TypeError, ValueError):
+        return np.zeros(variable.shape[0], dtype=bool)  # e.g. "abc" for an integer label
+    if coded is not None:
+        codes, factorized = coded
+        found = factorized.positions(wanted)
+        if len(found) == 1:
+            return codes == found[0]
+        return np.isin(codes, found)
+    return np.isin(np.asarray(variable.values), wanted)
+
+
+def row_filter(
+    ds: xr.Dataset,
+    where: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]],
+) -> np.ndarray:
+    """Boolean mask of the rows matching ``where``: a query over the labels (pandas syntax:
+    ``"category in ['ball', 'cup'] and age_mo >= 12"``), label criteria (:func:`label_mask`),
+    or a list of either that every row must match.
+
+    Examples
+    --------
+    >>> row_filter(ds, "subject != 'p1' and category in ['ball']")      # doctest: +SKIP
+    >>> row_filter(ds, [{"subject": ["13072354"]}, "age_mo >= 12"])     # doctest: +SKIP
+    """
+    parts = [where] if isinstance(where, str | Mapping) else list(where)
+    mask = np.ones(ds.sizes[SAMPLE], dtype=bool)
+    for part in parts:
+        mask &= label_mask(ds, part) if isinstance(part, Mapping) else _query_mask(ds, part)
+    return mask
+
+
+def _query_mask(ds: xr.Dataset, expr: str) -> np.ndarray:
+    import pandas as pd
+
+    labels = {str(n): np.asarray(c.values) for n, c in ds.coords.items() if c.dims == (SAMPLE,)}
+    try:
+        result = pd.DataFrame(labels).eval(expr, engine="python")
+    except Exception as exc:  # pandas raises many kinds (SyntaxError, UndefinedVariableError...)
+        msg = f"cannot select rows by {expr!r}: {exc} (labels: {', '.join(sorted(labels))})"
+        raise EmbstoreError(msg) from exc
+    mask = np.asarray(result)
+    if mask.dtype != bool or mask.shape != (ds.sizes[SAMPLE],):
+        raise EmbstoreError(f"{expr!r} is not a condition on the rows' labels")
     return mask
 
 
