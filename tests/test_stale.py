@@ -25,14 +25,18 @@ RELABELLED = "subject of 12 rows changed since it was computed"
 runner = CliRunner()
 
 
-def _relabel_into_excluded(store: Path) -> None:
-    """Move every row of subject MOVED into the excluded subject, as `embstore label` does."""
+def _fix_csv(store: Path) -> Path:
+    """A labels CSV moving every row of subject MOVED into the excluded subject."""
     ds = embstore.open(store)
     paths = ds.path.values[ds.subject.values == MOVED]
     assert len(paths) == 12
     csv = store.parent / "fix.csv"
     csv.write_text("path,subject\n" + "".join(f"{p},{EXCLUDED}\n" for p in paths))
-    embstore.label(store, labels_csv=csv)
+    return csv
+
+
+def _relabel_into_excluded(store: Path) -> None:
+    embstore.label(store, labels_csv=_fix_csv(store))
 
 
 def _cli(*args: object, code: int = 0) -> str:
@@ -66,7 +70,8 @@ def test_relabel_into_the_excluded_subject_is_stale_everywhere(store, tmp_path):
 
 def test_the_cli_says_stale_in_info_validate_inspect_strict_and_export(store, tmp_path):
     _cli("normalize", store, "--exclude-subject", EXCLUDED)
-    _relabel_into_excluded(store)
+    said = _cli("label", store, "--labels", _fix_csv(store))
+    assert f"WARNING: normalized is stale: {RELABELLED} (recompute it" in said
     assert json.loads(_cli("info", store, "--json"))["variables"]["normalized"]["stale"] == [
         RELABELLED
     ]

@@ -18,6 +18,24 @@ outside :mod:`embstore.store` creates, replaces or commits arrays::
 
 The new arrays land in the one commit of that transaction: a killed write commits nothing,
 and a replaced variable stays in the store's history.
+
+Knowing when a derived variable is stale
+----------------------------------------
+A derived variable records what it was computed from, so that every reader where freshness
+matters can say when a later write (append, relabel, restore, a categories file that changed)
+made it stale, and why. A verb that derives a variable (an aggregate, say) does three things:
+
+1. Compute from a dataset read at the version being written
+   (``open_lazily(store, version=tx.parent)``: its encoding carries the version id).
+2. Put ``"source"`` (the variable it was computed from) and ``INPUTS_KEY:
+   record_inputs(ds, source=..., labels=[the label columns it read], categories=...)`` in
+   the variable's provenance, the mapping under ``ROOT_ATTR`` of :attr:`NewVariable.attrs`.
+3. Write it with :func:`add_variables`.
+
+Then :func:`stale_reasons` / :func:`stale_variables` report it, and ``info``, ``validate``,
+``inspect``, ``export`` (``allow_stale``) and ``ds.emb.stale`` all use them. A verb that can
+recompute its variable from the parameters it recorded offers ``refresh=True`` (see
+:func:`embstore.normalize_store`).
 """
 
 from __future__ import annotations
