@@ -112,6 +112,15 @@ def test_refresh_recomputes_with_the_recorded_parameters_in_one_version(store):
         embstore.normalize_store(store, name="other", refresh=True)
 
 
+def test_a_subset_reports_what_the_whole_store_says(store):
+    embstore.normalize_store(store, exclude_subjects=[EXCLUDED])
+    _relabel_into_excluded(store)
+    ds = embstore.open(store)
+    assert ds.isel(sample=slice(0, 5)).emb.stale == {"normalized": [RELABELLED]}
+    with pytest.raises(EmbstoreError, match="ask the whole store"):
+        ds.where(ds.subject == EXCLUDED, drop=True).emb.stale  # noqa: B018 (drops the encoding)
+
+
 def test_overwrite_recomputes_too(store):
     embstore.normalize_store(store, exclude_subjects=[EXCLUDED])
     _relabel_into_excluded(store)

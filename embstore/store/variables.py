@@ -58,7 +58,7 @@ from .._progress import RowCountingTarget
 from ..errors import EmbstoreError, StoreError
 from .layout import MATRIX_COMPRESSORS, ROOT_ATTR, SAMPLE, dims_of
 from .location import StoreLike
-from .read import STORE_ENCODING, VERSION_ENCODING, open_lazily
+from .read import STORE_ENCODING, VERSION_ENCODING, open_lazily, open_store
 from .transaction import Transaction
 from .views import provenance
 
@@ -338,11 +338,13 @@ def stale_reasons(ds: xr.Dataset, name: str, *, store: StoreLike | None = None) 
     the version the variable was computed at, read from ``store`` (default: the store
     ``ds`` was opened from); when that version is gone (``gc``) the reason says the label
     changed, without a count. Variables that are not derived (no ``source`` in their
-    provenance) are never stale.
+    provenance) are never stale. For a subset of a store's rows (``ds.isel(...)``) the whole
+    store version it came from is checked.
     """
     prov = provenance(ds[name])
     if "source" not in prov:
         return []
+    ds = _whole(ds, store)
     now_rows = int(ds.sizes[SAMPLE])
     inputs = prov.get(INPUTS_KEY)
     rows = int(inputs["rows"] if inputs else prov.get("rows", now_rows))
@@ -365,11 +367,28 @@ def stale_variables(ds: xr.Dataset, *, store: StoreLike | None = None) -> dict[s
         # {'normalized': ['subject of 941 rows changed since it was computed']}
     """
     found = {}
+    ds = _whole(ds, store)
     for name in ds.data_vars:
         reasons = stale_reasons(ds, str(name), store=store)
         if reasons:
             found[str(name)] = reasons
     return found
+
+
+def _whole(ds: xr.Dataset, store: StoreLike | None) -> xr.Dataset:
+    """``ds``, or the whole store version it is a subset of (``ds.isel(...)``): staleness is
+    a property of the whole variable, and the digests cover every row."""
+    rows = provenance(ds).get("rows")
+    if not isinstance(rows, int) or rows == ds.sizes[SAMPLE]:
+        return ds
+    where = store if store is not None else ds.encoding.get(STORE_ENCODING)
+    if where is None:
+        msg = (
+            f"a subset ({ds.sizes[SAMPLE]} of {rows} rows) cannot tell whether its variables are"
+            " stale; ask the whole store (embstore.open(store).emb.stale)"
+        )
+        raise EmbstoreError(msg)
+    return open_store(where, version=ds.encoding.get(VERSION_ENCODING))
 
 
 def _input_reasons(
