@@ -205,3 +205,27 @@ def test_label_digests_ignore_the_array_type():
     assert label_digest(np.array([1, 2], "int32")) == label_digest(np.array([1, 2], "int64"))
     assert label_digest(np.array(["ab", "c"])) == label_digest(np.array(["ab", "c"], object))
     assert label_digest(np.array([True])) != label_digest(np.array(["True"]))
+
+
+def test_any_derived_variable_written_through_the_store_knows_its_inputs(store):
+    """The mechanism an aggregate uses: record_inputs + add_variables in one transaction."""
+    from embstore.store import FEATURE, ROOT_ATTR, run_transaction
+    from embstore.store.read import open_lazily
+    from embstore.store.variables import INPUTS_KEY, NewVariable, add_variables, record_inputs
+
+    def work(tx):
+        ds = open_lazily(store, version=tx.parent)
+        mean = ds.embedding.values[ds.age_mo.values == 6].mean(axis=0)
+        inputs = record_inputs(ds, source="embedding", labels=["age_mo"])
+        attrs = {"source": "embedding", "age_mo": 6, INPUTS_KEY: inputs}
+        table = NewVariable(mean, (FEATURE,), {ROOT_ATTR: attrs})
+        add_variables(tx, {"age6_mean": table}, like="embedding", derived={"age6_mean"})
+
+    run_transaction(store, work, action="aggregate", message="mean at 6 months")
+    assert embstore.info(store)["variables"]["age6_mean"]["status"] == "complete"
+    ds = embstore.open(store)
+    csv = store.parent / "ages.csv"
+    csv.write_text("path,age_mo\n" + "".join(f"{p},40\n" for p in ds.path.values[:5]))
+    embstore.label(store, labels_csv=csv)
+    stale = "stale: age_mo of 5 rows changed since it was computed"
+    assert embstore.info(store)["variables"]["age6_mean"]["status"] == stale
