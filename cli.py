@@ -175,8 +175,7 @@ def _warnings_to_log() -> Iterator[None]:
     one line each; without it the terminal shows only the command's own lines."""
     logging.getLogger(WARNINGS_LOG).setLevel(logging.DEBUG if _debug else logging.WARNING)
     logging.getLogger("embstore").setLevel(logging.DEBUG if _debug else logging.NOTSET)
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
+    with warnings.catch_warnings():  # the filters stay (a test suite's "error" included)
         warnings.showwarning = _log_warning
         yield
 

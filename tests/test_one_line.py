@@ -9,6 +9,7 @@ import warnings
 
 import h5py
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -41,6 +42,7 @@ def test_an_hdf5_file_from_another_tool_is_one_line_without_phony_dims_warning(t
     assert line.startswith(f"error: {file}: needs") and "phony" not in line
 
 
+@pytest.mark.filterwarnings("default::FutureWarning")  # as outside pytest: shown, not raised
 def test_third_party_warnings_go_to_the_debug_log_not_the_terminal(store, monkeypatch):
     real = embstore.validate
 
