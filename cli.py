@@ -139,6 +139,22 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _terminal_records(record: logging.LogRecord) -> bool:
+    """The log records the terminal shows: embstore's own, and other libraries' from ERROR
+    up; with ``--debug`` everything (their warnings included)."""
+    own = record.name == "embstore" or record.name.startswith("embstore.")
+    return own or _debug or record.levelno >= logging.ERROR
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Each log record on one line (a library's multi-line message joined), but with
+    ``--debug``, which keeps tracebacks as they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if _debug else one_line(" ".join(text.split()))
+
+
 def _log_warning(
     message: Warning | str,
     category: type[Warning],
@@ -159,8 +175,7 @@ def _warnings_to_log() -> Iterator[None]:
     one line each; without it the terminal shows only the command's own lines."""
     logging.getLogger(WARNINGS_LOG).setLevel(logging.DEBUG if _debug else logging.WARNING)
     logging.getLogger("embstore").setLevel(logging.DEBUG if _debug else logging.NOTSET)
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
+    with warnings.catch_warnings():  # the filters stay (a test suite's "error" included)
         warnings.showwarning = _log_warning
         yield
 
@@ -171,11 +186,11 @@ def _command(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         quiet = kwargs.get("quiet", False)
+        terminal = logging.StreamHandler(sys.stderr)
+        terminal.addFilter(_terminal_records)
+        terminal.setFormatter(_OneLineFormatter("%(levelname)s: %(message)s"))
         logging.basicConfig(
-            level=logging.ERROR if quiet else logging.WARNING,
-            format="%(levelname)s: %(message)s",  # one line per message, never wrapped
-            handlers=[logging.StreamHandler(sys.stderr)],
-            force=True,
+            level=logging.ERROR if quiet else logging.WARNING, handlers=[terminal], force=True
         )
         try:
             with _sigterm_interrupts(), _warnings_to_log():

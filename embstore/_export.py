@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class ExportReport:
     variable: str
     rows: int
     rows_not_covered: int = 0
+    #: Why the variable was stale when exported with ``allow_stale`` ([] if it was fresh).
+    stale: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         text = f"wrote {self.rows} rows of {self.variable!r} to {self.out} ({self.format})"
@@ -46,6 +48,8 @@ class ExportReport:
                 f"; {self.rows_not_covered} newer rows are not covered by {self.variable!r}"
                 " and were left out"
             )
+        if self.stale:
+            text += f"; exported although stale ({'; '.join(self.stale)})"
         return text
 
 
@@ -122,7 +126,7 @@ def export(
         raise EmbstoreError(f"{store}: cannot export to {fmt.name}: {problem}")
     with replacing(out, overwrite=overwrite) as tmp:
         fmt.write(ds, variable, tmp, progress)
-    return ExportReport(str(out), fmt.name, variable, int(ds.sizes[SAMPLE]), total - rows)
+    return ExportReport(str(out), fmt.name, variable, int(ds.sizes[SAMPLE]), total - rows, stale)
 
 
 __all__ = ["FORMATS", "ExportReport", "covered_rows", "export"]

@@ -68,7 +68,8 @@ def info(store: str | os.PathLike[str], *, version: str | None = None) -> dict[s
             entry["provenance"] = provenance(var)
         if var.dims[:1] == (SAMPLE,):
             entry["rows_covered"] = covered_rows(ds, str(name))
-            entry["stale"] = stale_reasons(ds, str(name), store=store)
+        if var.dims[:1] == (SAMPLE,) or "source" in entry.get("provenance", {}):
+            entry["stale"] = stale_reasons(ds, str(name), store=store)  # derived: [] if fresh
             entry["status"] = (
                 "stale: " + "; ".join(entry["stale"]) if entry["stale"] else "complete"
             )

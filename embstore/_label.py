@@ -20,6 +20,7 @@ from .errors import BadInputError
 from .labels import INTEGER_LABELS, Layout, get_layout, missing_value
 from .labels_csv import LabelsTable, label_columns, read_labels_csv
 from .store import StoreWriter, open_store
+from .store.variables import stale_variables
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ def label(
     StoreWriter(store).set_labels(columns, action="label", **info)
     for line in examples:
         log.warning("not labelled: %s", line)
+    for name, reasons in stale_variables(open_store(store), store=store).items():
+        log.warning("%s is stale: %s (recompute it: refresh=True)", name, "; ".join(reasons))
     return LabelReport(str(store), len(paths), sorted(columns), changed, len(problems), examples)
 
 

@@ -122,13 +122,9 @@ def normalize(
     n_used = int(used.sum())
     if n_used == 0:
         raise EmbstoreError("no rows left for the statistics after the exclusions")
-    mean, std, count = _statistics(x, used, trust_nonfinite="nonfinite" in ds.coords)
+    mean, std, count = _statistics(ds, x, used)
     out = _apply(x, mean, _scale(mean, std, count, eps))
-    outside = 0 if listed is None else int((~in_categories(ds, listed)).sum())
-    if listed is not None:
-        unknown = sorted(set(listed) - set(np.asarray(ds["category"].values).tolist()))
-        if unknown:  # a typo, or a list made for another store
-            log.warning("%d listed categories have no rows: %s", len(unknown), unknown[:10])
+    outside = _rows_outside(ds, listed)
     attrs = {
         "source": variable,
         "exclude_subjects": list(exclude_subjects),
@@ -164,17 +160,28 @@ def normalize(
     )
 
 
-def _statistics(x: da.Array, used: np.ndarray, *, trust_nonfinite: bool) -> tuple[Any, Any, Any]:
-    """Lazy float64 (mean, std, count) over the rows ``used``; without a ``nonfinite`` label to
-    trust, rows holding NaN/inf are dropped from them lazily."""
+def _statistics(ds: xr.Dataset, x: da.Array, used: np.ndarray) -> tuple[Any, Any, Any]:
+    """Lazy per-feature mean, population std and row count over the ``used`` rows of ``x``."""
     selected = x if used.all() else x[np.flatnonzero(used)]
-    if trust_nonfinite:
-        mean, var = feature_moments(selected)
-        return mean, da.sqrt(var), int(used.sum())
-    selected = selected.astype(np.float64)
-    finite = da.isfinite(selected).all(axis=1)
-    selected = da.where(finite[:, None], selected, np.nan)
-    return da.nanmean(selected, axis=0), da.sqrt(da.nanvar(selected, axis=0)), finite.sum()
+    if "nonfinite" not in ds.coords:  # no label to trust: drop non-finite rows lazily
+        selected = selected.astype(np.float64)
+        finite = da.isfinite(selected).all(axis=1)
+        selected = da.where(finite[:, None], selected, np.nan)
+        mean, var = da.nanmean(selected, axis=0), da.nanvar(selected, axis=0)
+        return mean, da.sqrt(var), finite.sum()
+    mean, var = feature_moments(selected)
+    return mean, da.sqrt(var), int(used.sum())
+
+
+def _rows_outside(ds: xr.Dataset, listed: Sequence[str] | None) -> int:
+    """Rows outside the ``listed`` categories (0 without a list); warns of listed categories
+    that have no rows (a typo, or a list made for another store)."""
+    if listed is None:
+        return 0
+    unknown = sorted(set(listed) - set(np.asarray(ds["category"].values).tolist()))
+    if unknown:
+        log.warning("%d listed categories have no rows: %s", len(unknown), unknown[:10])
+    return int((~in_categories(ds, listed)).sum())
 
 
 def _labels_read(exclude_subjects: Sequence[str], categories: Sequence[str] | None) -> list[str]:

@@ -20,7 +20,6 @@ MISSING_AGE = -1
 MISSING_STR = ""
 
 
-
 def missing_value(name: str) -> str | int:
     """The value label ``name`` holds where it is unknown (the one definition of "missing")."""
     return MISSING_AGE if name in INTEGER_LABELS else MISSING_STR

@@ -138,4 +138,3 @@ def _csv_labels(table: LabelsTable, path: str, known: dict[str, Any]) -> dict[st
             msg = f"{table.file} says {name}={value!r}, the path says {known[name]!r}"
             raise BadInputError(path, msg)
     return extra
-

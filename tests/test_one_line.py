@@ -4,10 +4,12 @@ creates a store says so (a mistyped ``--store`` is visible)."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import h5py
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -40,18 +42,21 @@ def test_an_hdf5_file_from_another_tool_is_one_line_without_phony_dims_warning(t
     assert line.startswith(f"error: {file}: needs") and "phony" not in line
 
 
+@pytest.mark.filterwarnings("default::FutureWarning")  # as outside pytest: shown, not raised
 def test_third_party_warnings_go_to_the_debug_log_not_the_terminal(store, monkeypatch):
     real = embstore.validate
 
     def noisy(*args, **kwargs):
         warnings.warn("a library's\nmulti-line warning", FutureWarning, stacklevel=1)
+        logging.getLogger("somelib.core").warning("a library's log\nwarning")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(embstore, "validate", noisy)
     assert _run("validate", store, code=0) == [f"{store}: valid"]
     lines = _run("--debug", "validate", store, code=0)
-    assert len(lines) == 2 and lines[-1] == f"{store}: valid"
+    assert lines[-1] == f"{store}: valid" and len(lines) == 4
     assert lines[0].startswith("DEBUG: FutureWarning: a library's multi-line warning (")
+    assert lines[1:3] == ["WARNING: a library's log", "warning"]  # --debug keeps it as it is
 
 
 def test_ingest_into_a_new_path_says_it_created_a_store(npy_tree, tmp_path):

@@ -25,14 +25,18 @@ RELABELLED = "subject of 12 rows changed since it was computed"
 runner = CliRunner()
 
 
-def _relabel_into_excluded(store: Path) -> None:
-    """Move every row of subject MOVED into the excluded subject, as `embstore label` does."""
+def _fix_csv(store: Path) -> Path:
+    """A labels CSV moving every row of subject MOVED into the excluded subject."""
     ds = embstore.open(store)
     paths = ds.path.values[ds.subject.values == MOVED]
     assert len(paths) == 12
     csv = store.parent / "fix.csv"
     csv.write_text("path,subject\n" + "".join(f"{p},{EXCLUDED}\n" for p in paths))
-    embstore.label(store, labels_csv=csv)
+    return csv
+
+
+def _relabel_into_excluded(store: Path) -> None:
+    embstore.label(store, labels_csv=_fix_csv(store))
 
 
 def _cli(*args: object, code: int = 0) -> str:
@@ -58,7 +62,8 @@ def test_relabel_into_the_excluded_subject_is_stale_everywhere(store, tmp_path):
     report = embstore.export(
         store, tmp_path / "out", format="npy-tree", variable="normalized", allow_stale=True
     )
-    assert report.rows == 48
+    assert report.rows == 48 and report.stale == [RELABELLED]
+    assert report.summary().endswith(f"; exported although stale ({RELABELLED})")
     # the stored vectors are never stale
     assert stale_reasons(embstore.open(store), "embedding") == []
     embstore.export(store, tmp_path / "raw", format="npy-tree")
@@ -66,7 +71,8 @@ def test_relabel_into_the_excluded_subject_is_stale_everywhere(store, tmp_path):
 
 def test_the_cli_says_stale_in_info_validate_inspect_strict_and_export(store, tmp_path):
     _cli("normalize", store, "--exclude-subject", EXCLUDED)
-    _relabel_into_excluded(store)
+    said = _cli("label", store, "--labels", _fix_csv(store))
+    assert f"WARNING: normalized is stale: {RELABELLED} (recompute it" in said
     assert json.loads(_cli("info", store, "--json"))["variables"]["normalized"]["stale"] == [
         RELABELLED
     ]
@@ -105,6 +111,15 @@ def test_refresh_recomputes_with_the_recorded_parameters_in_one_version(store):
         embstore.normalize_store(store, refresh=True, exclude_subjects=[MOVED])
     with pytest.raises(EmbstoreError, match="no variable 'other' to refresh"):
         embstore.normalize_store(store, name="other", refresh=True)
+
+
+def test_a_subset_reports_what_the_whole_store_says(store):
+    embstore.normalize_store(store, exclude_subjects=[EXCLUDED])
+    _relabel_into_excluded(store)
+    ds = embstore.open(store)
+    assert ds.isel(sample=slice(0, 5)).emb.stale == {"normalized": [RELABELLED]}
+    with pytest.raises(EmbstoreError, match="ask the whole store"):
+        ds.where(ds.subject == EXCLUDED, drop=True).emb.stale  # noqa: B018 (drops the encoding)
 
 
 def test_overwrite_recomputes_too(store):
@@ -191,3 +206,27 @@ def test_label_digests_ignore_the_array_type():
     assert label_digest(np.array([1, 2], "int32")) == label_digest(np.array([1, 2], "int64"))
     assert label_digest(np.array(["ab", "c"])) == label_digest(np.array(["ab", "c"], object))
     assert label_digest(np.array([True])) != label_digest(np.array(["True"]))
+
+
+def test_any_derived_variable_written_through_the_store_knows_its_inputs(store):
+    """The mechanism an aggregate uses: record_inputs + add_variables in one transaction."""
+    from embstore.store import FEATURE, ROOT_ATTR, run_transaction
+    from embstore.store.read import open_lazily
+    from embstore.store.variables import INPUTS_KEY, NewVariable, add_variables, record_inputs
+
+    def work(tx):
+        ds = open_lazily(store, version=tx.parent)
+        mean = ds.embedding.values[ds.age_mo.values == 6].mean(axis=0)
+        inputs = record_inputs(ds, source="embedding", labels=["age_mo"])
+        attrs = {"source": "embedding", "age_mo": 6, INPUTS_KEY: inputs}
+        table = NewVariable(mean, (FEATURE,), {ROOT_ATTR: attrs})
+        add_variables(tx, {"age6_mean": table}, like="embedding", derived={"age6_mean"})
+
+    run_transaction(store, work, action="aggregate", message="mean at 6 months")
+    assert embstore.info(store)["variables"]["age6_mean"]["status"] == "complete"
+    ds = embstore.open(store)
+    csv = store.parent / "ages.csv"
+    csv.write_text("path,age_mo\n" + "".join(f"{p},40\n" for p in ds.path.values[:5]))
+    embstore.label(store, labels_csv=csv)
+    stale = "stale: age_mo of 5 rows changed since it was computed"
+    assert embstore.info(store)["variables"]["age6_mean"]["status"] == stale

@@ -5,6 +5,8 @@
 - :mod:`.repo`: opening a repository, a version's state, damage as one-line errors;
 - :mod:`.transaction`: ``with transaction(store) as tx`` -- the only write path;
 - :mod:`.writer`: creating stores and appending rows (exactly once) through it;
+- :mod:`.variables`: adding or replacing derived variables (normalize...), the inputs they
+  record, and why one is stale;
 - :mod:`.read`: ``open_store(store, version=...)`` -> :class:`xarray.Dataset`;
 - :mod:`.history`: log, tag, restore, gc;
 - :mod:`.schema`: the versioned schema in ``schemas/``.

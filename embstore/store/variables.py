@@ -18,6 +18,24 @@ outside :mod:`embstore.store` creates, replaces or commits arrays::
 
 The new arrays land in the one commit of that transaction: a killed write commits nothing,
 and a replaced variable stays in the store's history.
+
+Knowing when a derived variable is stale
+----------------------------------------
+A derived variable records what it was computed from, so that every reader where freshness
+matters can say when a later write (append, relabel, restore, a categories file that changed)
+made it stale, and why. A verb that derives a variable (an aggregate, say) does three things:
+
+1. Compute from a dataset read at the version being written
+   (``open_lazily(store, version=tx.parent)``: its encoding carries the version id).
+2. Put ``"source"`` (the variable it was computed from) and ``INPUTS_KEY:
+   record_inputs(ds, source=..., labels=[the label columns it read], categories=...)`` in
+   the variable's provenance, the mapping under ``ROOT_ATTR`` of :attr:`NewVariable.attrs`.
+3. Write it with :func:`add_variables`.
+
+Then :func:`stale_reasons` / :func:`stale_variables` report it, and ``info``, ``validate``,
+``inspect``, ``export`` (``allow_stale``) and ``ds.emb.stale`` all use them. A verb that can
+recompute its variable from the parameters it recorded offers ``refresh=True`` (see
+:func:`embstore.normalize_store`).
 """
 
 from __future__ import annotations
@@ -40,7 +58,7 @@ from .._progress import RowCountingTarget
 from ..errors import EmbstoreError, StoreError
 from .layout import MATRIX_COMPRESSORS, ROOT_ATTR, SAMPLE, dims_of
 from .location import StoreLike
-from .read import STORE_ENCODING, VERSION_ENCODING, open_lazily
+from .read import STORE_ENCODING, VERSION_ENCODING, open_lazily, open_store
 from .transaction import Transaction
 from .views import provenance
 
@@ -320,11 +338,13 @@ def stale_reasons(ds: xr.Dataset, name: str, *, store: StoreLike | None = None) 
     the version the variable was computed at, read from ``store`` (default: the store
     ``ds`` was opened from); when that version is gone (``gc``) the reason says the label
     changed, without a count. Variables that are not derived (no ``source`` in their
-    provenance) are never stale.
+    provenance) are never stale. For a subset of a store's rows (``ds.isel(...)``) the whole
+    store version it came from is checked.
     """
     prov = provenance(ds[name])
     if "source" not in prov:
         return []
+    ds = _whole(ds, store)
     now_rows = int(ds.sizes[SAMPLE])
     inputs = prov.get(INPUTS_KEY)
     rows = int(inputs["rows"] if inputs else prov.get("rows", now_rows))
@@ -347,11 +367,28 @@ def stale_variables(ds: xr.Dataset, *, store: StoreLike | None = None) -> dict[s
         # {'normalized': ['subject of 941 rows changed since it was computed']}
     """
     found = {}
+    ds = _whole(ds, store)
     for name in ds.data_vars:
         reasons = stale_reasons(ds, str(name), store=store)
         if reasons:
             found[str(name)] = reasons
     return found
+
+
+def _whole(ds: xr.Dataset, store: StoreLike | None) -> xr.Dataset:
+    """``ds``, or the whole store version it is a subset of (``ds.isel(...)``): staleness is
+    a property of the whole variable, and the digests cover every row."""
+    rows = provenance(ds).get("rows")
+    if not isinstance(rows, int) or rows == ds.sizes[SAMPLE]:
+        return ds
+    where = store if store is not None else ds.encoding.get(STORE_ENCODING)
+    if where is None:
+        msg = (
+            f"a subset ({ds.sizes[SAMPLE]} of {rows} rows) cannot tell whether its variables are"
+            " stale; ask the whole store (embstore.open(store).emb.stale)"
+        )
+        raise EmbstoreError(msg)
+    return open_store(where, version=ds.encoding.get(VERSION_ENCODING))
 
 
 def _input_reasons(
