@@ -115,7 +115,7 @@ def validate(
     report = ValidationReport(str(store))
     if deep and _damaged(store, report):
         return report
-    location, _, group = readonly_group(store, version)
+    location, session, group = readonly_group(store, version)
     state = read_state(group, location=location)
     report.errors += schema_errors(describe_metadata(state.attrs, state.arrays))
     for name, meta in state.arrays.items():
@@ -128,6 +128,14 @@ def validate(
             )
     if report.errors:
         return report
+    if deep:  # every chunk first: damage is reported with the intact versions, not raised
+        for name, array in group.arrays():
+            report.chunks_read += _read_every_chunk(name, array, report)
+        if report.errors:
+            damaged = str(session.snapshot_id)
+            intact = intact_summary(parse_location(store), open_repository(store), damaged)
+            report.errors = [f"{store}: {e} in version {damaged}; {intact}" for e in report.errors]
+            return report
     ds = open_store(store, version=version)
     paths = np.asarray(ds["path"].values, dtype=object)
     unique, counts = np.unique(paths, return_counts=True)
@@ -140,12 +148,6 @@ def validate(
         report.errors.append(f"{int((paths == '').sum())} row(s) with an empty path")
     if "age_mo" in ds.coords and (np.asarray(ds["age_mo"].values) < -1).any():
         report.errors.append("age_mo holds values below -1 (-1 is the only missing marker)")
-    if deep:
-        for name, array in group.arrays():
-            report.chunks_read += _read_every_chunk(name, array, report)
-        if report.errors:  # damaged chunks: name the intact versions on the same line
-            intact = intact_summary(parse_location(store), open_repository(store))
-            report.errors = [f"{store}: {e}; {intact}" for e in report.errors]
     return report
 
 
