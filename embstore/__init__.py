@@ -84,8 +84,17 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks
     from ._normalize import NormalizeReport, normalize, normalize_store
     from .demo import run_demo
     from .errors import BadInputError, DuplicatePathError, EmbstoreError, SchemaError, StoreError
-    from .store.history import GcReport, RestoreReport, VersionInfo, gc, log, restore, tag
-    from .store.history import RecoverReport, recover
+    from .store.history import (
+        GcReport,
+        RecoverReport,
+        RestoreReport,
+        VersionInfo,
+        gc,
+        log,
+        recover,
+        restore,
+        tag,
+    )
     from .store.migrate import UpgradeReport, upgrade
     from .store.read import open_store as open  # noqa: A004
     from .store.views import prepare_dataset, provenance

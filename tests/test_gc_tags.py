@@ -19,7 +19,7 @@ ZERO = parse_age("0s")
 runner = CliRunner()
 
 
-def run(*args: str) -> str:
+def run(*args: object) -> str:
     result = runner.invoke(cli.app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     return result.output

@@ -160,6 +160,8 @@ def test_a_manifest_replaced_by_another_arrays_is_refused(store, tree, tmp_path)
     with pytest.raises(DamagedStoreError, match="embedding"):
         embstore.open(store).embedding.load()
     refuses_without_writing(store, tree, tmp_path)
+    (line,) = embstore.validate(store, deep=True).errors
+    assert "'embedding'" in line and "intact versions: " in line, line
 
 
 @pytest.mark.parametrize("damage", [truncate, flip, Path.unlink], ids=["truncate", "garble", "rm"])

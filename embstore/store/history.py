@@ -307,6 +307,7 @@ def _restore_array(
     same_layout = name in current and _layout(array_metadata(group[name])) == _layout(meta)
     if same_layout:
         array = group[name]
+        assert isinstance(array, zarr.Array), name
         grid = [range(-(-s // c)) for s, c in zip(source.shape, source.chunks, strict=True)]
         if changed is None:
             coords = list(itertools.product(*grid))
