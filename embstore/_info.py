@@ -123,7 +123,7 @@ def validate(
     report = ValidationReport(str(store))
     if deep and _damaged(store, report):
         return report
-    location, _, group = readonly_group(store, version)
+    location, session, group = readonly_group(store, version)
     state = read_state(group, location=location)
     report.errors += schema_errors(describe_metadata(state.attrs, state.arrays))
     for name, meta in state.arrays.items():
@@ -136,6 +136,14 @@ def validate(
             )
     if report.errors:
         return report
+    if deep:  # every chunk first: damage is reported with the intact versions, not raised
+        for name, array in group.arrays():
+            report.chunks_read += _read_every_chunk(name, array, report)
+        if report.errors:
+            damaged = str(session.snapshot_id)
+            intact = intact_summary(parse_location(store), open_repository(store), damaged)
+            report.errors = [f"{store}: {e} in version {damaged}; {intact}" for e in report.errors]
+            return report
     ds = open_store(store, version=version)
     paths = np.asarray(ds["path"].values, dtype=object)
     unique, counts = np.unique(paths, return_counts=True)
@@ -150,12 +158,6 @@ def validate(
         report.errors.append("age_mo holds values below -1 (-1 is the only missing marker)")
     for name, reasons in stale_variables(ds, store=store).items():
         report.warnings.append(f"{name} is stale: {'; '.join(reasons)}")
-    if deep:
-        for name, array in group.arrays():
-            report.chunks_read += _read_every_chunk(name, array, report)
-        if report.errors:  # damaged chunks: name the intact versions on the same line
-            intact = intact_summary(parse_location(store), open_repository(store))
-            report.errors = [f"{store}: {e}; {intact}" for e in report.errors]
     return report
 
 

@@ -14,10 +14,12 @@ import embstore
 from embstore.store import parse_age
 from embstore.testing import make_npy_tree
 
+ZERO = parse_age("0s")
+
 runner = CliRunner()
 
 
-def run(*args: str) -> str:
+def run(*args: object) -> str:
     result = runner.invoke(cli.app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     return result.output
@@ -65,3 +67,22 @@ def test_every_tag_and_the_newest_survive_repeated_gc(store):
         embstore.restore(store, name)
         np.testing.assert_array_equal(embstore.open(store).embedding.values, values)
         embstore.gc(store, older_than=parse_age("0s"), safety_margin=parse_age("0s"))
+
+
+@pytest.mark.parametrize("collect", [False, True])
+def test_restoring_a_larger_version_after_a_smaller_one_copies_the_dropped_chunks(
+    tmp_path, collect
+):
+    # found by the history state machine: a shrink's dropped chunks are not in Icechunk's diff
+    store = tmp_path / "s"
+    writer = embstore.StoreWriter(store, feature_size=8, row_chunk=4)
+    writer.append([f"p/{i}" for i in range(6)], np.arange(48, dtype="f4").reshape(6, 8))
+    embstore.tag(store, "small")
+    writer.append([f"q/{i}" for i in range(3)], np.ones((3, 8), dtype="f4"))
+    embstore.tag(store, "large")
+    large = embstore.open(store).embedding.values
+    embstore.restore(store, "small")
+    if collect:
+        embstore.gc(store, older_than=ZERO, safety_margin=ZERO)
+    embstore.restore(store, "large")
+    np.testing.assert_array_equal(embstore.open(store).embedding.values, large)

@@ -110,7 +110,7 @@ class History(RuleBasedStateMachine):
     @rule()
     def label(self) -> None:
         values = [f"site{i % 3}" for i in range(len(self.model.paths))]
-        self.writer.set_labels({"site": values})
+        self.writer.set_labels({"site": np.asarray(values, dtype=object)})
         self.model.site = values
 
     @rule(name=st.sampled_from(["a", "b", "c"]))

@@ -160,6 +160,8 @@ def test_a_manifest_replaced_by_another_arrays_is_refused(store, tree, tmp_path)
     with pytest.raises(DamagedStoreError, match="embedding"):
         embstore.open(store).embedding.load()
     refuses_without_writing(store, tree, tmp_path)
+    (line,) = embstore.validate(store, deep=True).errors
+    assert "'embedding'" in line and "intact versions: " in line, line
 
 
 @pytest.mark.parametrize("damage", [truncate, flip, Path.unlink], ids=["truncate", "garble", "rm"])
@@ -324,3 +326,83 @@ def test_leftovers_of_a_killed_export_are_repaired_and_cleaned(store, tmp_path):
     embstore.export(store, out, format="pt", overwrite=True)
     assert out.is_file()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == []
+
+
+# -- every kind of tip object, damaged every way: refuse without writing, restore the rest ----
+
+
+def _tip_objects(tmp_path: Path) -> tuple[Path, dict[str, list[Path]]]:
+    """A store and the objects only its newest version wrote, by kind."""
+    store = tmp_path / "s"
+    make_store(store, batches=2)
+    before = {f: {p.name for p in (store / f).iterdir()} for f in ("snapshots", "manifests")}
+    before["chunks"] = {p.name for p in (store / "chunks").iterdir()}
+    writer = StoreWriter(store)
+    rng = np.random.default_rng(5)
+    writer.append([f"new/{rng.bytes(24).hex()}" for _ in range(8)], rng.random((8, DIM)))
+    objects = {f: new_files(store, before[f], f) for f in before}
+    objects["refs"] = [store / "refs" / "branch.main" / "ref.json"]
+    return store, objects
+
+
+def _swap_foreign(path: Path, tmp_path: Path) -> None:
+    other = make_store(tmp_path / "other", batches=1)
+    folder = path.parent.name
+    source = sorted((other / folder).iterdir()) if folder != "branch.main" else []
+    shutil.copy(source[-1] if source else other / "refs/branch.main/ref.json", path)
+
+
+DAMAGES = {
+    "garble": lambda p, t: flip(p),
+    "truncate": lambda p, t: truncate(p),
+    "rm": lambda p, t: p.unlink(),
+    "foreign": _swap_foreign,
+}
+
+
+#: Every kind x every damage under ``-m slow``; in CI each kind and each damage at least twice.
+QUICK = {
+    ("snapshots", "garble"),
+    ("snapshots", "foreign"),
+    ("manifests", "truncate"),
+    ("manifests", "rm"),
+    ("chunks", "foreign"),
+    ("chunks", "garble"),
+    ("refs", "rm"),
+    ("refs", "truncate"),
+}
+CASES = [
+    pytest.param(kind, how, marks=() if (kind, how) in QUICK else pytest.mark.slow)
+    for kind in ("snapshots", "manifests", "chunks", "refs")
+    for how in DAMAGES
+]
+
+
+@pytest.mark.parametrize(("kind", "how"), CASES)
+def test_each_damage_refuses_writes_and_the_previous_version_stays_restorable(
+    tmp_path, tree, kind, how
+):
+    store, objects = _tip_objects(tmp_path)
+    previous = embstore.log(store)[1].id
+    want = embstore.open(store, version=previous).embedding.values
+    for path in objects[kind]:
+        DAMAGES[how](path, tmp_path)
+    before = fingerprint(store)
+    for args in (
+        ["ingest", str(tree), "--store", str(store)],
+        ["tag", str(store), "t"],
+        ["gc", str(store), "--older-than", "0s", "--safety-margin", "0s"],
+    ):
+        result = runner.invoke(cli.app, args)
+        assert "Traceback" not in result.output, (args, result.output)
+        if result.exit_code == 0:  # tag and gc read no chunk data: they may go on
+            assert kind == "chunks" and args[0] in ("tag", "gc"), (args, result.output)
+            before = fingerprint(store)
+            continue
+        assert len(result.output.strip().splitlines()) == 1, (args, result.output)
+        assert fingerprint(store) == before, args
+    report = embstore.validate(store, deep=True)
+    assert not report.ok and all(previous in e for e in report.errors), report.errors
+    embstore.restore(store, previous)
+    np.testing.assert_array_equal(embstore.open(store).embedding.values, want)
+    assert embstore.validate(store, deep=True).ok

@@ -307,13 +307,18 @@ def _restore_array(
     same_layout = name in current and _layout(array_metadata(group[name])) == _layout(meta)
     if same_layout:
         array = group[name]
-        if tuple(array.shape) != tuple(source.shape):
-            array.resize(source.shape)
+        assert isinstance(array, zarr.Array), name
+        grid = [range(-(-s // c)) for s, c in zip(source.shape, source.chunks, strict=True)]
         if changed is None:
-            grid = [range(-(-s // c)) for s, c in zip(source.shape, source.chunks, strict=True)]
             coords = list(itertools.product(*grid))
         else:
             coords = [tuple(c) for c in changed.get(name, ())]
+            # chunks a shrink since the target dropped are not in the diff: copy them back
+            kept = array.shape[0] // source.chunks[0] if array.shape[0] else 0
+            coords += [c for c in itertools.product(*grid) if c[0] >= kept]
+            coords = sorted(set(coords))
+        if tuple(array.shape) != tuple(source.shape):
+            array.resize(source.shape)
     else:
         if name in current:
             del group[name]

@@ -321,8 +321,11 @@ def find_damage(location: Any, repo: icechunk.Repository | None) -> list[str]:
     return problems
 
 
-def intact_summary(location: Any, repo: icechunk.Repository | None) -> str:
-    """``intact versions: ...`` for a store, found without its ref or a history walk."""
+def intact_summary(
+    location: Any, repo: icechunk.Repository | None, exclude: str | None = None
+) -> str:
+    """``intact versions: ...`` for a store, found without its ref or a history walk
+    (``exclude``: a version found damaged by reading its chunks)."""
     path = location.path
     with contextlib.ExitStack() as stack:
         if path is not None and (repo is None or lost_ref(path) is not None):
@@ -336,7 +339,8 @@ def intact_summary(location: Any, repo: icechunk.Repository | None) -> str:
         with contextlib.suppress(Exception):
             for name in repo.list_tags():
                 tags.setdefault(str(repo.lookup_tag(name)), []).append(name)
-        return describe_intact(intact_versions(repo, candidate_snapshots(repo, path)), tags)
+        candidates = [c for c in candidate_snapshots(repo, path) if c != exclude]
+        return describe_intact(intact_versions(repo, candidates), tags)
 
 
 def interrupted_creation(path: Any) -> bool:

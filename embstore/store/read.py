@@ -11,10 +11,8 @@ from __future__ import annotations
 import functools
 from contextlib import AbstractContextManager
 
-import icechunk
 import xarray as xr
 
-from .layout import FEATURE, SAMPLE, TARGET_CHUNK_BYTES
 from .location import StoreLike
 from .repo import read_state, readonly_group, unreadable_as_store_error
 from .views import prepare_dataset
@@ -78,29 +76,6 @@ def open_lazily(store: StoreLike, *, version: str | None = None) -> xr.Dataset:
     read_state(group, location=location)  # a clear StoreError for a foreign repository
     with unreadable_as_store_error(location):
         ds = xr.open_zarr(session.store, consolidated=False, chunks={})
-        _coarser_matrix_tasks(ds, session)
     ds.encoding[VERSION_ENCODING] = str(session.snapshot_id)
     ds.encoding[STORE_ENCODING] = str(location)
     return ds
-
-
-def _coarser_matrix_tasks(ds: xr.Dataset, session: icechunk.Session) -> None:
-    """Give each (sample, feature) matrix dask chunks of ~TARGET_CHUNK_BYTES made of whole
-    storage chunks: small storage chunks (written once each, see layout.row_chunk_for_ingest)
-    then cost no more dask tasks than large ones; zarr reads a task's chunks concurrently."""
-    by_rows: dict[int, list[str]] = {}
-    for name, var in ds.data_vars.items():
-        if var.dims != (SAMPLE, FEATURE) or not var.chunks:
-            continue
-        stored = int(var.encoding.get("chunks", (0,))[0] or 0)
-        row_bytes = int(var.shape[1]) * var.dtype.itemsize or 1
-        per_task = stored * max(1, TARGET_CHUNK_BYTES // max(1, stored * row_bytes))
-        if stored and per_task > stored and var.shape[0] > stored:
-            by_rows.setdefault(per_task, []).append(str(name))
-    for rows, names in by_rows.items():
-        others = [str(n) for n in ds.variables if n not in names and n not in ds.dims]
-        coarse = xr.open_zarr(
-            session.store, consolidated=False, chunks={SAMPLE: rows}, drop_variables=others
-        )
-        for name in names:
-            ds[name] = coarse[name]

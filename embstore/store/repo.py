@@ -82,6 +82,10 @@ def unreadable_as_store_error(
         if isinstance(exc, OSError) and exc.errno is not None:
             reason = os.strerror(exc.errno)
             raise StoreError(f"{location}: {reason} ({what} the repository)") from exc
+        missing = re.search(r"Object at location (\S+) not found", str(exc))
+        if missing is not None:  # an object a version refers to is gone: damage
+            name = "/".join(missing.group(1).split("/")[-2:])
+            raise DamagedStoreError(f"{location}: object {name} is missing ({what} it)") from exc
         if os_error is not None:
             reason = os.strerror(int(os_error.group(1)))
             raise StoreError(f"{location}: {reason} ({what} the repository)") from exc
