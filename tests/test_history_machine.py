@@ -2,7 +2,7 @@
 overwrite), label, tag, gc, restore and a crash mid-write, checked after every step against
 a plain Python model of what the newest version and every tag must contain.
 
-Derandomized and bounded for CI; ``pytest -m slow`` runs a longer search.
+Derandomized and bounded for CI; ``pytest -m long`` runs a longer search (not run by default).
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def test_history_machine() -> None:
     History.TestCase().runTest()
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_history_machine_long() -> None:
     History.TestCase.settings = _settings(examples=60, steps=20)
     History.TestCase().runTest()
