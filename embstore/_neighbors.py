@@ -208,6 +208,7 @@ def _blocks(data: xr.DataArray, allowed: np.ndarray) -> Iterator[tuple[int, np.n
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embstore-read") as pool:
         ahead = pool.submit(read, wanted[0]) if wanted else None
         for i, span in enumerate(wanted):
+            assert ahead is not None, "the block of this span was submitted"
             block = ahead.result()
             ahead = pool.submit(read, wanted[i + 1]) if i + 1 < len(wanted) else None
             yield span[0], block

@@ -31,6 +31,7 @@ from .store import parse_location, run_transaction
 from .store.layout import FEATURE, MATRIX_COMPRESSORS, ROOT_ATTR, SAMPLE, now
 from .store.location import StoreLike
 from .store.read import open_lazily
+from .store.repo import array_in
 from .store.transaction import Transaction
 from .store.views import provenance
 
@@ -181,8 +182,9 @@ def feature_moments(x: da.Array) -> tuple[da.Array, da.Array]:
     """
     features = x.shape[1]
     x = x.rechunk({1: -1})
-    per_chunk = x.map_blocks(
+    per_chunk = da.map_blocks(
         _chunk_moments,
+        x,
         new_axis=2,
         chunks=((1,) * x.numblocks[0], (3,), (features,)),
         dtype=np.float64,
@@ -250,7 +252,7 @@ def _scale(mean: Any, std: Any, count: Any, eps: float) -> Any:
 def _apply(x: Any, mean: Any, scale: Any) -> Any:
     if isinstance(x, da.Array) and isinstance(mean, np.ndarray) and isinstance(scale, np.ndarray):
         # concrete statistics: one float64 copy per chunk, scaled in place
-        return x.map_blocks(_scale_block, mean, scale, dtype=np.float32)
+        return da.map_blocks(_scale_block, x, mean, scale, dtype=np.float32)
     return ((x - mean) / scale).astype(np.float32)
 
 
@@ -389,7 +391,7 @@ def _write_variable(
     attrs = provenance(ds[name])
     constant = np.flatnonzero(constant_features(mean, std, attrs["rows_used"])).tolist()
     attrs["constant_features"] = constant
-    source = tx.group[variable]
+    source = array_in(tx.group, variable)
     for array in (name, f"{name}_mean", f"{name}_std"):
         if array in tx.group:
             del tx.group[array]
@@ -408,11 +410,11 @@ def _write_variable(
         ds[variable].data, mean, _scale(mean, std, attrs["rows_used"], attrs["eps"])
     )
     normalized = masked_outside(normalized, ds, attrs)
-    coords = source.attrs.get("coordinates", "path nonfinite")
+    coords = str(source.attrs.get("coordinates", "path nonfinite"))
     if not distributed:
         target = _create_matrix(tx, name, source, coords, attrs)
         # progress counts rows written; the statistics pass above shows none
-        into = RowCountingTarget(target, progress, source.shape[0]) if progress else target
+        into: Any = RowCountingTarget(target, progress, source.shape[0]) if progress else target
         da.store(normalized, into, lock=False)
     else:  # workers write into forks of the (staged) session; their changes merge back
         _create_matrix(tx, name, source, coords, attrs)

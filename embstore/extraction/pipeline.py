@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -117,7 +117,7 @@ def parse_pool(pool: str) -> tuple[int, int, int] | None | str:
         grid = ()
     if kind != "grid" or len(grid) != 3 or min(grid) < 1:
         raise BadInputError("pool", f"expected mean, none or grid:T,H,W, got {pool!r}")
-    return grid  # type: ignore[return-value]
+    return grid[0], grid[1], grid[2]
 
 
 def pool_tokens(tokens: Any, native: tuple[int, int, int], pool: str) -> Any:
@@ -126,7 +126,7 @@ def pool_tokens(tokens: Any, native: tuple[int, int, int], pool: str) -> Any:
     import torch.nn.functional as F
 
     target = parse_pool(pool)
-    if target == "mean":
+    if isinstance(target, str):  # "mean"
         return None
     if target is None:
         return tokens
@@ -141,7 +141,7 @@ def pool_tokens(tokens: Any, native: tuple[int, int, int], pool: str) -> Any:
 def token_count(native: tuple[int, int, int], pool: str) -> int:
     """Tokens per row that ``pool`` stores (0 for ``"mean"``)."""
     target = parse_pool(pool)
-    if target == "mean":
+    if isinstance(target, str):  # "mean"
         return 0
     return int(np.prod(native if target is None else target))
 
@@ -311,8 +311,8 @@ class _Run:
     ) -> None:
         import torch
 
-        loader = torch.utils.data.DataLoader(
-            dataset,
+        loader: torch.utils.data.DataLoader[dict[str, Any]] = torch.utils.data.DataLoader(
+            cast(Any, dataset),  # map-style (len + getitem) without subclassing torch's Dataset
             batch_size=batch_size,
             num_workers=num_workers,
             collate_fn=collate,

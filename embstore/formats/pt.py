@@ -50,7 +50,11 @@ class PtDictSource:
             kept = [i for i in range(start, stop) if not skip(keys[i])]
             bad = [BadRow(self.locate(keys[i]), problems[i]) for i in kept if i in problems]
             good = [i for i in kept if i not in problems] if bad else kept
-            vectors = data.rows(good, feature_size) if good else stack([], feature_size)
+            if good:
+                assert feature_size is not None, "rows without problems have a size"
+                vectors = data.rows(good, feature_size)
+            else:
+                vectors = stack([], feature_size)
             paths = [keys[i] for i in good]
             yield SourceBatch(
                 paths,

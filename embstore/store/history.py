@@ -22,6 +22,7 @@ from ..errors import StoreError
 from .layout import BRANCH, now
 from .location import StoreLike, parse_location
 from .repo import (
+    array_in,
     array_metadata,
     check_state,
     open_repository,
@@ -170,7 +171,9 @@ def restore(store: StoreLike, version: str) -> RestoreReport:
         for name in sorted(current - set(target_state.arrays)):
             del tx.group[name]
         for name, meta in target_state.arrays.items():
-            report.chunks_copied += _restore_array(tx.group, target[name], meta, current, changed)
+            report.chunks_copied += _restore_array(
+                tx.group, array_in(target, name), meta, current, changed
+            )
             report.arrays_copied.append(name)
         meta = plain(target_state.meta)
         entry = {
@@ -201,9 +204,9 @@ def _restore_array(
 ) -> int:
     """Make ``group[name]`` equal ``source``; return how many chunks were copied."""
     name = source.basename
-    same_layout = name in current and _layout(array_metadata(group[name])) == _layout(meta)
-    if same_layout:
-        array = group[name]
+    existing = array_in(group, name) if name in current else None
+    if existing is not None and _layout(array_metadata(existing)) == _layout(meta):
+        array = existing
         if tuple(array.shape) != tuple(source.shape):
             array.resize(source.shape)
         coords = [tuple(c) for c in changed.get(name, ())]

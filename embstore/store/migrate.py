@@ -150,7 +150,6 @@ def _copy_array(
     step = source.chunks[0] if shape else 1
     for start in range(0, shape[0] if shape else 1, max(step, 1)):
         block = source[start : min(start + step, shape[0])] if shape else source[...]
-        target[start : start + len(block)] = (
-            np.asarray(block, dtype=object) if string else np.asarray(block)
-        )
+        values = np.asarray(block, dtype=object) if string else np.asarray(block)
+        target[start : start + len(values)] = values
     return rows if along_samples else 1
