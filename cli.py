@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -39,6 +39,9 @@ import embstore
 from embstore.errors import EmbstoreError
 from embstore.formats import NAMES as FORMAT_NAMES
 from embstore.labels import LAYOUTS
+
+if TYPE_CHECKING:
+    from embstore._progress import Progress as ProgressCallback
 
 app = typer.Typer(
     name="embstore",
@@ -178,9 +181,7 @@ class _Rate(ProgressColumn):
 
 
 @contextlib.contextmanager
-def _progress(
-    quiet: bool, what: str, unit: str = "rows"
-) -> Iterator[Callable[[int, int], None] | None]:
+def _progress(quiet: bool, what: str, unit: str = "rows") -> Iterator[ProgressCallback | None]:
     if quiet:
         yield None
         return

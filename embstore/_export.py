@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import xarray as xr
 
 from ._fs import replacing
+from ._progress import Progress
 from .errors import EmbstoreError
 from .formats import FORMATS, get_format
 from .store import SAMPLE, open_store, parse_location
+from .store.location import StoreLike
 from .store.repo import reads_store
 from .store.views import provenance
 
@@ -57,14 +58,14 @@ def covered_rows(ds: xr.Dataset, variable: str) -> int:
 
 @reads_store
 def export(
-    store: str | os.PathLike[str],
+    store: StoreLike,
     out: str | os.PathLike[str],
     *,
     format: str,  # noqa: A002 - mirrors the CLI's --format
     variable: str = "embedding",
     overwrite: bool = False,
     version: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ExportReport:
     """Write ``variable`` of ``store`` to ``out`` in ``format`` (a name in ``FORMATS``).
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +12,7 @@ import zarr
 
 from ._export import covered_rows
 from .store import FEATURE, ROOT_ATTR, SAMPLE, open_store, readonly_group
+from .store.location import StoreLike
 from .store.repo import read_state, reads_store, short
 from .store.schema import describe_metadata, schema_errors
 from .store.views import provenance
@@ -22,7 +22,7 @@ SHOWN = 10
 
 
 @reads_store
-def info(store: str | os.PathLike[str], *, version: str | None = None) -> dict[str, Any]:
+def info(store: StoreLike, *, version: str | None = None) -> dict[str, Any]:
     """Describe a store (its newest version, or ``version``): size, labels and their
     cardinalities, variables with provenance and coverage, flagged (non-finite) rows, and the
     provenance log. Reads labels, not vectors.
@@ -101,7 +101,7 @@ class ValidationReport:
 
 @reads_store
 def validate(
-    store: str | os.PathLike[str], *, version: str | None = None, deep: bool = False
+    store: StoreLike, *, version: str | None = None, deep: bool = False
 ) -> ValidationReport:
     """Check a store version against its schema and for consistency.
 

@@ -8,7 +8,7 @@ import multiprocessing
 import os
 import zipfile
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._progress import Progress
 from .errors import BadInputError, EmbstoreError
 from .formats import open_source
 from .formats.base import BadRow, Source, SourceBatch
@@ -25,6 +26,7 @@ from .labels import Layout, get_layout, read_categories
 from .labels_csv import LabelsTable, label_columns, read_labels_csv
 from .store import AppendResult, StoreWriter, is_store
 from .store.layout import DEFAULT_BATCH_ROWS
+from .store.location import StoreLike
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,6 @@ log = logging.getLogger(__name__)
 COMMITS_IN_FLIGHT = 2
 #: How many bad rows and non-finite paths the provenance log keeps (the report keeps all).
 PROVENANCE_LIST_LIMIT = 100
-
-ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass
@@ -64,7 +64,7 @@ class IngestReport:
 def ingest(
     sources: Sequence[str | os.PathLike[str]],
     *,
-    store: str | os.PathLike[str],
+    store: StoreLike,
     layout: str | Layout | None = None,
     pattern: str | None = None,
     labels_csv: str | os.PathLike[str] | None = None,
@@ -76,7 +76,7 @@ def ingest(
     batch_rows: int | None = None,
     row_chunk: int | None = None,
     jobs: int = 1,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> IngestReport:
     """Append the vectors of ``sources`` to ``store`` (created if missing), exactly once.
 
@@ -220,7 +220,7 @@ class _Run:
         self,
         plan: _Plan,
         *,
-        store: str | os.PathLike[str],
+        store: StoreLike,
         on_duplicate: str,
         model: str | None,
         row_chunk: int | None,
@@ -239,9 +239,7 @@ class _Run:
             self.on_duplicate == "skip" and self.writer is not None and self.writer.contains(path)
         )
 
-    def read_all(
-        self, *, batch_rows: int, skip_bad: bool, progress: ProgressCallback | None
-    ) -> None:
+    def read_all(self, *, batch_rows: int, skip_bad: bool, progress: Progress | None) -> None:
         """Read, label and commit every source's batches."""
         sized = [s for s in self.plan.sources if not isinstance(s, PtDictSource)]  # a .pt's
         remaining = sum(len(s) for s in sized)  # size costs a load: counted when it is read
@@ -320,7 +318,7 @@ class _Run:
 
 
 def _ingest_pt_files_in_parallel(
-    files: list[Path], workers: int, options: dict[str, Any], progress: ProgressCallback | None
+    files: list[Path], workers: int, options: dict[str, Any], progress: Progress | None
 ) -> IngestReport:
     """One ``ingest`` per file in worker processes, all committing into the same store.
 

@@ -9,7 +9,6 @@ when a GPU is present; numpy otherwise.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,6 +20,7 @@ import xarray as xr
 
 from .errors import EmbstoreError
 from .store import SAMPLE
+from .store.location import StoreLike
 from .store.views import label_mask
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ BLOCK_ROWS = 16384
 
 
 def neighbors(
-    ds: xr.Dataset | str | os.PathLike[str],
+    ds: xr.Dataset | StoreLike,
     query: np.ndarray | str | Sequence[str],
     *,
     k: int = 10,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ import xarray as xr
 import zarr
 from icechunk.dask import store_dask
 
-from ._progress import RowCountingTarget
+from ._progress import Progress, RowCountingTarget
 from ._version import __version__
 from .errors import EmbstoreError, StoreError
 from .labels import check_name, read_categories
@@ -296,7 +296,7 @@ def normalize_store(
     eps: float = DEFAULT_EPS,
     overwrite: bool = False,
     scheduler: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> NormalizeReport:
     """Normalize ``variable`` of a store and commit the result as variable ``name``.
 
@@ -383,7 +383,7 @@ def _write_variable(
     name: str,
     variable: str,
     distributed: bool,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[int]:
     """Compute statistics (one pass), then write the normalized matrix (one pass) into the
     transaction, replacing an earlier variable of that name."""

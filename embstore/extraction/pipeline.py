@@ -17,19 +17,21 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
+from .._progress import Progress
 from ..errors import BadInputError, EmbstoreError, StoreError
 from ..formats.base import BadRow
 from ..keys import check_keys
 from ..labels import get_layout
 from ..store import StoreWriter
 from ..store.layout import row_chunk_for_commits
+from ..store.location import StoreLike
 from .dataset import VideoDataset, collate, init_worker, list_inputs, shard_of
 from .decode import check_keywords
 from .encoders import REGISTRY, Extractor
@@ -167,9 +169,7 @@ def check_token_size(rows: int, tokens: int, dim: int, *, max_size: int, confirm
     return size
 
 
-def describe_run(
-    extractor: Extractor, spec: Any, pool: str, store: str | os.PathLike[str]
-) -> dict[str, Any]:
+def describe_run(extractor: Extractor, spec: Any, pool: str, store: StoreLike) -> dict[str, Any]:
     """The extraction record for the store; for a store made before ``sampling``, ``resize``
     and ``pool`` were recorded, only the earlier rules (:data:`LEGACY`) may add to it."""
     rules = {"sampling": spec.sampling, "resize": spec.resize, "pool": pool}
@@ -185,7 +185,7 @@ def describe_run(
     return {k: v for k, v in record.items() if k not in LEGACY}
 
 
-def _existing_record(store: str | os.PathLike[str]) -> dict[str, Any] | None:
+def _existing_record(store: StoreLike) -> dict[str, Any] | None:
     from ..store import is_store, open_store
     from ..store.views import provenance
 
@@ -197,7 +197,7 @@ def _existing_record(store: str | os.PathLike[str]) -> dict[str, Any] | None:
 def extract(
     input: str | os.PathLike[str],  # noqa: A002 - mirrors the CLI
     *,
-    store: str | os.PathLike[str],
+    store: StoreLike,
     checkpoint: str | os.PathLike[str],
     model: str | None = None,
     family: str = "vjepa2",
@@ -218,7 +218,7 @@ def extract(
     layout: str | None = None,
     dicom_tags: Sequence[str] = (),
     commit_every: int = 256,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ExtractReport:
     """Embed every DICOM and video under ``input`` into ``store``, resumable and shardable.
 
@@ -307,7 +307,7 @@ class _Run:
         batch_size: int,
         num_workers: int,
         commit_every: int,
-        progress: Callable[[int, int], None] | None,
+        progress: Progress | None,
     ) -> None:
         import torch
 

@@ -6,13 +6,14 @@ import os
 
 from .._progress import Progress
 from ..errors import EmbstoreError
+from ..store.location import StoreLike
 from ..store.repo import reads_store
 from .stats import EXTREME_FACTOR, InspectResult, check_label, health, scan, summary
 
 
 @reads_store
 def inspect_store(
-    store: str | os.PathLike[str],
+    store: StoreLike,
     *,
     variable: str = "embedding",
     report: str | os.PathLike[str] | None = None,
