@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -40,6 +40,9 @@ import embstore
 from embstore.errors import EmbstoreError
 from embstore.formats import NAMES as FORMAT_NAMES
 from embstore.labels import LAYOUTS
+
+if TYPE_CHECKING:
+    from embstore._progress import Progress as ProgressCallback
 
 app = typer.Typer(
     name="embstore",
@@ -225,9 +228,7 @@ class _Rate(ProgressColumn):
 
 
 @contextlib.contextmanager
-def _progress(
-    quiet: bool, what: str, unit: str = "rows"
-) -> Iterator[Callable[[int, int], None] | None]:
+def _progress(quiet: bool, what: str, unit: str = "rows") -> Iterator[ProgressCallback | None]:
     if quiet:
         yield None
         return
@@ -725,6 +726,7 @@ def _extraction_choices() -> tuple[type[StrEnum], type[StrEnum], type[StrEnum]]:
 
 
 Family, Dtype, Decoder = _extraction_choices()
+DEFAULT_FAMILY = Family("vjepa2")
 
 
 @_command
@@ -736,7 +738,7 @@ def extract(
     checkpoint: Annotated[
         Path, typer.Option(help="Original .pt checkpoint or a local Hugging Face folder.")
     ],
-    family: Annotated[Family, typer.Option(help="The encoder family.")] = Family("vjepa2"),
+    family: Annotated[Family, typer.Option(help="The encoder family.")] = DEFAULT_FAMILY,
     model: Annotated[
         str | None,
         typer.Option(

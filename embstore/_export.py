@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,11 @@ from typing import Any
 import xarray as xr
 
 from ._fs import replacing
+from ._progress import Progress
 from .errors import EmbstoreError, StaleVariableError
 from .formats import FORMATS, get_format
 from .store import SAMPLE, open_store, parse_location
+from .store.location import StoreLike
 from .store.repo import reads_store
 from .store.variables import stale_reasons
 from .store.views import provenance, row_filter
@@ -63,7 +65,7 @@ def covered_rows(ds: xr.Dataset, variable: str) -> int:
 
 @reads_store
 def export(
-    store: str | os.PathLike[str],
+    store: StoreLike,
     out: str | os.PathLike[str],
     *,
     format: str,  # noqa: A002 - mirrors the CLI's --format
@@ -71,7 +73,7 @@ def export(
     overwrite: bool = False,
     version: str | None = None,
     allow_stale: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     where: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None = None,
 ) -> ExportReport:
     """Write ``variable`` of ``store`` to ``out`` in ``format`` (a name in ``FORMATS``).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +14,7 @@ from ._export import covered_rows
 from .errors import StoreError
 from .store import FEATURE, ROOT_ATTR, SAMPLE, open_store, parse_location, readonly_group
 from .store.integrity import find_damage, intact_summary
+from .store.location import StoreLike
 from .store.read import VERSION_ENCODING
 from .store.repo import open_repository, read_state, reads_store, short
 from .store.schema import describe_metadata, schema_errors
@@ -26,7 +26,7 @@ SHOWN = 10
 
 
 @reads_store
-def info(store: str | os.PathLike[str], *, version: str | None = None) -> dict[str, Any]:
+def info(store: StoreLike, *, version: str | None = None) -> dict[str, Any]:
     """Describe a store (its newest version, or ``version``): size, labels and their
     cardinalities, variables with provenance and coverage, flagged (non-finite) rows, and the
     provenance log. Reads labels, not vectors.
@@ -109,7 +109,7 @@ class ValidationReport:
 
 @reads_store
 def validate(
-    store: str | os.PathLike[str], *, version: str | None = None, deep: bool = False
+    store: StoreLike, *, version: str | None = None, deep: bool = False
 ) -> ValidationReport:
     """Check a store version against its schema and for consistency.
 
@@ -161,7 +161,7 @@ def validate(
     return report
 
 
-def _damaged(store: str | os.PathLike[str], report: ValidationReport) -> bool:
+def _damaged(store: StoreLike, report: ValidationReport) -> bool:
     """Deep validation's look at the objects (ref, snapshots, manifests, transaction logs):
     one error line per damaged object, naming the intact versions; True if any."""
     location = parse_location(store)

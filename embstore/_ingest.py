@@ -7,7 +7,7 @@ import logging
 import multiprocessing
 import os
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ._progress import Progress
 from .errors import BadInputError, EmbstoreError
 from .formats import open_source
 from .formats.base import BadRow, Source, SourceBatch
@@ -25,14 +26,13 @@ from .labels_csv import LabelsTable, label_columns, read_labels_csv
 from .store import AppendResult, StoreWriter, is_store
 from .store.committer import BackgroundCommitter
 from .store.layout import DEFAULT_BATCH_ROWS, row_chunk_for_ingest
+from .store.location import StoreLike
 from .store.writer import AlignedBatches, RunRecord
 
 log = logging.getLogger(__name__)
 
 #: Batches that may wait for their commit while the next ones are read.
 COMMITS_IN_FLIGHT = 2
-
-ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass
@@ -67,7 +67,7 @@ class IngestReport:
 def ingest(
     sources: Sequence[str | os.PathLike[str]],
     *,
-    store: str | os.PathLike[str],
+    store: StoreLike,
     layout: str | Layout | None = None,
     pattern: str | None = None,
     labels_csv: str | os.PathLike[str] | None = None,
@@ -79,7 +79,7 @@ def ingest(
     batch_rows: int | None = None,
     row_chunk: int | None = None,
     jobs: int = 1,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> IngestReport:
     """Append the vectors of ``sources`` to ``store`` (created if missing), exactly once.
 
@@ -230,7 +230,7 @@ class _Run:
         self,
         plan: _Plan,
         *,
-        store: str | os.PathLike[str],
+        store: StoreLike,
         on_duplicate: str,
         model: str | None,
         row_chunk: int | None,
@@ -258,9 +258,7 @@ class _Run:
             self.on_duplicate == "skip" and self.writer is not None and self.writer.contains(path)
         )
 
-    def read_all(
-        self, *, batch_rows: int, skip_bad: bool, progress: ProgressCallback | None
-    ) -> None:
+    def read_all(self, *, batch_rows: int, skip_bad: bool, progress: Progress | None) -> None:
         """Read, label and commit every source's batches; on an error, what was read and is
         good (the rows kept back for a chunk edge too) is committed before it is raised."""
         try:
@@ -271,9 +269,7 @@ class _Run:
             raise
         self._flush()
 
-    def _read_all(
-        self, *, batch_rows: int, skip_bad: bool, progress: ProgressCallback | None
-    ) -> None:
+    def _read_all(self, *, batch_rows: int, skip_bad: bool, progress: Progress | None) -> None:
         sized = [s for s in self.plan.sources if not isinstance(s, PtDictSource)]  # a .pt's
         remaining = sum(len(s) for s in sized)  # size costs a load: counted when it is read
         done = skipped = 0  # progress leaves out rows stored by an earlier run
@@ -350,7 +346,7 @@ class _Run:
 
 
 def _ingest_pt_files_in_parallel(
-    files: list[Path], workers: int, options: dict[str, Any], progress: ProgressCallback | None
+    files: list[Path], workers: int, options: dict[str, Any], progress: Progress | None
 ) -> IngestReport:
     """One ``ingest`` per file in worker processes, all committing into the same store.
 

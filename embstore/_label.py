@@ -20,6 +20,7 @@ from .errors import BadInputError
 from .labels import INTEGER_LABELS, Layout, get_layout, missing_value
 from .labels_csv import LabelsTable, label_columns, read_labels_csv
 from .store import StoreWriter, open_store
+from .store.location import StoreLike
 from .store.variables import stale_variables
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def relabel_columns(
 
 
 def label(
-    store: str | os.PathLike[str],
+    store: StoreLike,
     *,
     layout: str | Layout | None = None,
     pattern: str | None = None,

@@ -28,6 +28,7 @@ import xarray as xr
 
 from .errors import EmbstoreError
 from .store import SAMPLE
+from .store.location import StoreLike
 from .store.views import label_mask
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ READ_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
 def neighbors(
-    ds: xr.Dataset | str | os.PathLike[str],
+    ds: xr.Dataset | StoreLike,
     query: np.ndarray | str | Sequence[str],
     *,
     k: int = 10,

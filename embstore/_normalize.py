@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ._progress import Progress
 from ._version import __version__
 from .errors import EmbstoreError, StoreError
 from .labels import check_name, read_categories
@@ -360,7 +361,7 @@ def normalize_store(
     overwrite: bool = False,
     refresh: bool = False,
     scheduler: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> NormalizeReport:
     """Normalize ``variable`` of a store and commit the result as variable ``name``.
 
@@ -454,7 +455,7 @@ def _write_variable(
     *,
     overwrite: bool,
     distributed: bool,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[int]:
     """Compute statistics (one pass), then hand the normalized matrix (written in one more
     pass) and the statistics to the store, replacing an earlier variable of that name."""

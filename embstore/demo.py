@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._export import ExportReport, export
 from ._ingest import IngestReport, ingest
 from ._normalize import NormalizeReport, normalize_store
+from ._progress import Progress
 from .testing.data import make_npy_tree
 
 
@@ -30,7 +30,7 @@ def run_demo(
     n_categories: int = 20,
     ages: range = range(6, 16),
     dim: int = 768,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> DemoResult:
     """Generate ``<dir>/embeddings/<category>/<subject>_<age>_month_level_avg.npy``, ingest it
     into ``<dir>/store``, normalize with the first subject excluded from the statistics,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ class LabelsTable:
 
 
 def read_labels_csv(
-    file: str | Path, *, key: str = "path", layout: Layout | None = None
+    file: str | os.PathLike[str], *, key: str = "path", layout: Layout | None = None
 ) -> LabelsTable:
     """Read ``file``; its ``key`` column holds paths, every other column becomes a label.
 

@@ -80,10 +80,9 @@ def test_a_commit_error_is_raised_in_the_callers_thread_and_nothing_after_it_com
 
 def test_an_error_in_the_loop_keeps_what_was_handed_over(tmp_path):
     writer = StoreWriter(tmp_path / "s.zarr", feature_size=4)
-    with pytest.raises(KeyboardInterrupt):
-        with BackgroundCommitter(writer, in_flight=2) as committer:
-            committer.submit(*_rows(0, 2))
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), BackgroundCommitter(writer, in_flight=2) as committer:
+        committer.submit(*_rows(0, 2))
+        raise KeyboardInterrupt
     assert embstore.open(tmp_path / "s.zarr").sizes["sample"] == 2
 
 
@@ -94,12 +93,12 @@ def test_an_error_in_the_loop_keeps_what_was_handed_over(tmp_path):
 )
 def test_writer_run_records_how_a_run_ended(tmp_path, error, status):
     writer = StoreWriter(tmp_path / "s.zarr", feature_size=4)
-    with pytest.raises(error) if error else _nothing():
-        with writer.run("ingest", {"sources": ["a/"]}) as run:
-            writer.append(*_rows(0, 2))
-            run.update(bad=[f"bad{i}" for i in range(250)], bad_count=250)
-            if error:
-                raise error("x")
+    expected = pytest.raises(error) if error else _nothing()
+    with expected, writer.run("ingest", {"sources": ["a/"]}) as run:
+        writer.append(*_rows(0, 2))
+        run.update(bad=[f"bad{i}" for i in range(250)], bad_count=250)
+        if error:
+            raise error("x")
     entry = provenance(embstore.open(tmp_path / "s.zarr"))["provenance"][-1]
     assert entry["status"] == status and entry["rows_added"] == 2 and entry["sources"] == ["a/"]
     if error is None:

@@ -52,6 +52,16 @@ def test_the_examples_are_found():
     assert {"embstore._ingest.ingest", "embstore.store.read.open_store"} <= names
 
 
+def test_no_example_is_skipped():
+    skipped = [
+        f"{t.name} line {(t.lineno or 0) + e.lineno + 1}"
+        for t in EXAMPLES
+        for e in t.examples
+        if e.options.get(doctest.SKIP)
+    ]
+    assert skipped == [], "make these examples run on the docs store instead of skipping them"
+
+
 @pytest.mark.parametrize("test", EXAMPLES, ids=[t.name for t in EXAMPLES])
 def test_docstring_example(test, doc_files, tmp_path, monkeypatch):
     shutil.copytree(doc_files, tmp_path / "docs")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .._fs import replacing, walk_files
+from .._progress import Progress
 from ..errors import BadInputError
 from .decode import SingleFrameError, is_dicom, read_dicom_frames
 
@@ -74,7 +74,7 @@ def convert_dicom(
     target_size: int | None = 256,
     fps: float | None = None,
     limit: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ConvertReport:
     """Convert every multi-frame DICOM under ``input`` to MP4 at the same relative path.
 

@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -164,7 +164,7 @@ def make_loader(
             worker_init_fn=init_worker,
         )
     return torch.utils.data.DataLoader(
-        dataset,
+        cast(Any, dataset),  # map-style (len + getitem) without subclassing torch's Dataset
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=collate,

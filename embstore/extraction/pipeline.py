@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .._progress import Progress
 from ..errors import BadInputError, EmbstoreError, StoreError
 from ..formats.base import BadRow
 from ..keys import check_keys
@@ -38,6 +39,7 @@ from ..labels import get_layout
 from ..store import AppendResult, StoreWriter
 from ..store.committer import BackgroundCommitter
 from ..store.layout import row_chunk_for_commits
+from ..store.location import StoreLike
 from .config import ExtractConfig
 from .dataset import VideoDataset, list_inputs, make_loader, shard_of, warnings_to_log
 from .decode import check_keywords
@@ -65,7 +67,6 @@ DEFINING = (
 LEGACY = {"sampling": "centered", "resize": "antialias", "pool": "mean"}
 #: Settings recorded later, and what a store made before them used.
 LATER = {"decoder": DECODER_NAMES["cpu"]}
-ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass
@@ -109,7 +110,7 @@ def parse_pool(pool: str) -> tuple[int, int, int] | None | str:
         grid = ()
     if kind != "grid" or len(grid) != 3 or min(grid) < 1:
         raise BadInputError("pool", f"expected mean, none or grid:T,H,W, got {pool!r}")
-    return grid  # type: ignore[return-value]
+    return grid[0], grid[1], grid[2]
 
 
 def pool_tokens(tokens: Any, native: tuple[int, int, int], pool: str) -> Any:
@@ -118,7 +119,7 @@ def pool_tokens(tokens: Any, native: tuple[int, int, int], pool: str) -> Any:
     import torch.nn.functional as F
 
     target = parse_pool(pool)
-    if target == "mean":
+    if isinstance(target, str):  # "mean"
         return None
     if target is None:
         return tokens
@@ -133,7 +134,7 @@ def pool_tokens(tokens: Any, native: tuple[int, int, int], pool: str) -> Any:
 def token_count(native: tuple[int, int, int], pool: str) -> int:
     """Tokens per row that ``pool`` stores (0 for ``"mean"``)."""
     target = parse_pool(pool)
-    if target == "mean":
+    if isinstance(target, str):  # "mean"
         return 0
     return int(np.prod(native if target is None else target))
 
@@ -163,7 +164,7 @@ def describe_run(
     extractor: Extractor,
     spec: Any,
     pool: str,
-    store: str | os.PathLike[str],
+    store: StoreLike,
     decoder: str = DECODER_NAMES["cpu"],
 ) -> dict[str, Any]:
     """The extraction record for the store; for a store made before ``sampling``, ``resize``
@@ -190,7 +191,7 @@ def describe_run(
     return {k: v for k, v in record.items() if k not in LEGACY}
 
 
-def _existing_record(store: str | os.PathLike[str]) -> dict[str, Any] | None:
+def _existing_record(store: StoreLike) -> dict[str, Any] | None:
     from ..store import is_store, open_store
     from ..store.views import provenance
 
@@ -202,9 +203,9 @@ def _existing_record(store: str | os.PathLike[str]) -> dict[str, Any] | None:
 def extract(
     input: str | os.PathLike[str],  # noqa: A002 - mirrors the CLI
     *,
-    store: str | os.PathLike[str],
+    store: StoreLike,
     config: ExtractConfig | None = None,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
     **settings: Any,
 ) -> ExtractReport:
     """Embed every DICOM and video under ``input`` into ``store``, resumable and shardable.
@@ -393,7 +394,7 @@ class _Run:
         self._jpeg: Callable[[list[Any]], list[Any]] | None = None
         self.start = time.perf_counter()
 
-    def loop(self, dataset: VideoDataset, progress: ProgressCallback | None) -> None:
+    def loop(self, dataset: VideoDataset, progress: Progress | None) -> None:
         config = self.config
         loader = make_loader(
             dataset,

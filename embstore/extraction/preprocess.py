@@ -111,15 +111,15 @@ def upstream_indices(n_frames: int, fpc: int, step: int, clips: int) -> np.ndarr
     rows = []
     for i in range(clips):
         if partition > clip_len:
-            picked = np.linspace(0, clip_len, num=fpc)
-            picked = np.clip(picked, 0, clip_len - 1).astype(np.int64) + i * partition
+            spaced = np.linspace(0, clip_len, num=fpc)
+            picked = np.clip(spaced, 0, clip_len - 1).astype(np.int64) + i * partition
         else:
             sample_len = min(clip_len, n_frames) - 1
             spread = sample_len // step
-            picked = np.concatenate(
+            spaced = np.concatenate(
                 (np.linspace(0, sample_len, num=spread), np.full(fpc - spread, sample_len))
             )
-            picked = np.clip(picked, 0, sample_len - 1).astype(np.int64)
+            picked = np.clip(spaced, 0, sample_len - 1).astype(np.int64)
             if n_frames > clip_len:
                 picked = picked + i * ((n_frames - clip_len) // (clips - 1))
         rows.append(np.clip(picked, 0, n_frames - 1))  # a 1-frame video: upstream's -1 is 0

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import xarray as xr
 
+from .._progress import Progress
 from ..keys import describe
 
 
@@ -75,9 +76,6 @@ def stack(vectors: list[np.ndarray], feature_size: int | None) -> np.ndarray:
     if not vectors:
         return np.empty((0, feature_size or 0), dtype=np.float32)
     return np.stack(vectors).astype(np.float32, copy=False)
-
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import os
 import posixpath
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import xarray as xr
@@ -71,7 +71,7 @@ class NpyReader:
         filled: list[int] = []
         problems: dict[int, str] = {}
         row_bytes = rows.shape[1] * rows.itemsize
-        flat = memoryview(rows.reshape(-1).view(np.uint8))
+        flat = rows.reshape(-1).view(np.uint8).data
         known, scratch, spare = b"", bytearray(0), bytearray(1)
         expected = -1
         for i, file in enumerate(files):
@@ -90,7 +90,10 @@ class NpyReader:
                 except OSError:
                     pass  # read() below says what is wrong
             array = self.read(file)
-            problem = array if isinstance(array, str) else check_vector(array, rows.shape[1])
+            if isinstance(array, str):
+                problems[i] = array
+                continue
+            problem = check_vector(array, rows.shape[1])
             if problem is not None:
                 problems[i] = problem
                 continue
@@ -157,7 +160,7 @@ class NpyTreeSource:
             )
 
 
-def _is_vector(array: np.ndarray | str) -> bool:
+def _is_vector(array: np.ndarray | str) -> TypeGuard[np.ndarray]:
     return not isinstance(array, str) and check_vector(array, None) is None
 
 

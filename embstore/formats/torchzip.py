@@ -39,7 +39,7 @@ import weakref
 import zipfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ import numpy as np
 from ..errors import BadInputError, first_line
 
 #: Storage types read natively: name -> numpy dtype of the raw bytes.
-_STORAGES = {
+_STORAGES: dict[str, np.dtype[Any]] = {
     "FloatStorage": np.dtype("<f4"),
     "DoubleStorage": np.dtype("<f8"),
     "HalfStorage": np.dtype("<f2"),
@@ -241,7 +241,7 @@ class VectorDict:
                 )
         return found
 
-    def rows(self, positions: np.ndarray, feature_size: int) -> np.ndarray:
+    def rows(self, positions: Sequence[int] | np.ndarray, feature_size: int) -> np.ndarray:
         """The float32 rows of ``positions`` (ascending, all free of problems)."""
         return self._gather(np.asarray(positions, dtype=np.int64), feature_size)
 

@@ -8,6 +8,7 @@ import pandas as pd
 
 from .._progress import Progress
 from ..errors import EmbstoreError
+from ..store.location import StoreLike
 from ..store.repo import reads_store
 from ..store.variables import stale_reasons
 from .stats import EXTREME_FACTOR, InspectResult, check_label, health, scan, summary
@@ -15,7 +16,7 @@ from .stats import EXTREME_FACTOR, InspectResult, check_label, health, scan, sum
 
 @reads_store
 def inspect_store(
-    store: str | os.PathLike[str],
+    store: StoreLike,
     *,
     variable: str = "embedding",
     report: str | os.PathLike[str] | None = None,

@@ -17,6 +17,9 @@ from matplotlib.figure import Figure
 from ..store import SAMPLE
 from .stats import PCA, Summary, known
 
+#: Row positions: a list or an integer array.
+Rows = Sequence[int] | np.ndarray
+
 _MAX_CATEGORIES = 20
 #: Most tick labels drawn along a heatmap axis (groups in between are unlabelled).
 _MAX_TICKS = 24
@@ -26,7 +29,7 @@ _MAX_SUBJECTS = 40
 PROFILE_GROUPS = 4
 
 
-def _rows(ds: xr.Dataset, variable: str, rows: Sequence[int]) -> np.ndarray:
+def _rows(ds: xr.Dataset, variable: str, rows: Rows) -> np.ndarray:
     return np.asarray(ds[variable].isel({SAMPLE: np.asarray(rows)}).values, dtype=np.float64)
 
 
@@ -35,7 +38,7 @@ def _label_text(values: np.ndarray) -> np.ndarray:
 
 
 def plot_cosine_heatmap(
-    ds: xr.Dataset, rows: Sequence[int], *, variable: str = "embedding", order_by: str | None = None
+    ds: xr.Dataset, rows: Rows, *, variable: str = "embedding", order_by: str | None = None
 ) -> Figure:
     """Cosine similarity between the given rows, in the given order; with ``order_by`` (the
     label the rows are sorted by) lines mark where its value changes and ticks name the value."""
@@ -80,7 +83,7 @@ def _group_ticks(ax: Axes, values: np.ndarray) -> None:
 
 
 def plot_distributions(
-    ds: xr.Dataset, summary: Summary, rows: Sequence[int], *, variable: str = "embedding"
+    ds: xr.Dataset, summary: Summary, rows: Rows, *, variable: str = "embedding"
 ) -> Figure:
     """Histogram of the values of sampled rows, and the variance of every dimension (all rows)."""
     x = _rows(ds, variable, rows)
@@ -104,7 +107,7 @@ def plot_distributions(
 def plot_pca(
     ds: xr.Dataset,
     model: PCA,
-    rows: Sequence[int],
+    rows: Rows,
     *,
     variable: str = "embedding",
     color_by: str | None = None,
@@ -176,7 +179,7 @@ def _scatter_by(fig: Figure, ax: Axes, points: np.ndarray, labels: np.ndarray, n
 
 def plot_profiles(
     ds: xr.Dataset,
-    rows: Sequence[int],
+    rows: Rows,
     *,
     variable: str = "embedding",
     group_by: str | None = None,
@@ -194,7 +197,10 @@ def plot_profiles(
     chosen = values[np.lexsort((values, -counts))][:groups]
     if group_by is not None and ds[group_by].dtype.kind in "iuf":  # numbers in their order
         raw = np.asarray(ds[group_by].values)[np.asarray(rows)]
-        chosen = sorted(chosen, key=lambda v: (v == "(missing)", raw[text == v].min()))
+        chosen = np.asarray(
+            sorted(chosen, key=lambda v: (v == "(missing)", raw[text == v].min())),
+            dtype=chosen.dtype,
+        )
     everyone = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
     order = np.argsort(everyone[0], kind="stable")  # a smooth curve to see groups depart from
     x, everyone = x[:, order], (everyone[0][order], everyone[1][order])
@@ -256,7 +262,7 @@ def plot_norms(summary: Summary) -> Figure:
 
 def plot_before_after(
     ds: xr.Dataset,
-    rows: Sequence[int],
+    rows: Rows,
     *,
     variable: str,
     source: str,
@@ -274,7 +280,7 @@ def plot_before_after(
     excluded = np.isin(subjects, np.asarray(list(excluded_subjects), dtype=str))
     fig = Figure(figsize=(12, 8.5), layout="constrained")
     axes = fig.subplot_mosaic([[source, variable], ["subjects", "subjects"]], height_ratios=[5, 3])
-    after = None
+    after = np.empty((0, 0))
     for name in (source, variable):
         ax = axes[name]
         x = _rows(ds, name, rows)

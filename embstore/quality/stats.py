@@ -329,6 +329,7 @@ def summary(
     frame = ds if isinstance(ds, xr.Dataset) else source
     counts = {}
     for name in labels(frame) if frame is not None else []:
+        assert frame is not None, "labels() of None is empty"
         values = pd.Series(np.asarray(frame[name].values))
         table = values[known(values.to_numpy())].value_counts()
         table = table.iloc[np.lexsort((table.index.to_numpy(), -table.to_numpy()))]

@@ -35,6 +35,7 @@ from .integrity import (
 from .layout import BRANCH, ROOT_ATTR, now
 from .location import Location, StoreLike, parse_location
 from .repo import (
+    array_in,
     array_metadata,
     check_state,
     open_repository,
@@ -200,7 +201,9 @@ def restore(store: StoreLike, version: str) -> RestoreReport:
         for name in sorted(current - set(target_state.arrays)):
             del tx.group[name]
         for name, meta in target_state.arrays.items():
-            report.chunks_copied += _restore_array(tx.group, target[name], meta, current, changed)
+            report.chunks_copied += _restore_array(
+                tx.group, array_in(target, name), meta, current, changed
+            )
             report.arrays_copied.append(name)
         tx.set_meta(_restored_meta(target_state, target_id))
         tx.message = f"restore version {target_id}"
@@ -304,10 +307,11 @@ def _restore_array(
 ) -> int:
     """Make ``group[name]`` equal ``source``; return how many chunks were copied."""
     name = source.basename
-    same_layout = name in current and _layout(array_metadata(group[name])) == _layout(meta)
+    existing = array_in(group, name) if name in current else None
+    same_layout = existing is not None and _layout(array_metadata(existing)) == _layout(meta)
     if same_layout:
-        array = group[name]
-        assert isinstance(array, zarr.Array), name
+        assert existing is not None
+        array = existing
         grid = [range(-(-s // c)) for s, c in zip(source.shape, source.chunks, strict=True)]
         if changed is None:
             coords = list(itertools.product(*grid))

@@ -9,8 +9,6 @@ version; the old store is only read.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from .._progress import Progress
 from .._version import __version__
 from ..errors import StoreError
 from ..keys import check_keys
@@ -68,10 +67,10 @@ def _read_v1(old: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 
 
 def upgrade(
-    old: str | os.PathLike[str],
+    old: StoreLike,
     new: StoreLike,
     *,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> UpgradeReport:
     """Convert the schema-1 store ``old`` into a new store ``new`` (which must not exist).
 
@@ -150,7 +149,6 @@ def _copy_array(
     step = source.chunks[0] if shape else 1
     for start in range(0, shape[0] if shape else 1, max(step, 1)):
         block = source[start : min(start + step, shape[0])] if shape else source[...]
-        target[start : start + len(block)] = (
-            np.asarray(block, dtype=object) if string else np.asarray(block)
-        )
+        values = np.asarray(block, dtype=object) if string else np.asarray(block)
+        target[start : start + len(values)] = values
     return rows if along_samples else 1

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 
 import xarray as xr
 
-from .location import StoreLike
+from .location import Location, StoreLike
 from .repo import read_state, readonly_group, unreadable_as_store_error
 from .views import prepare_dataset
 
@@ -64,7 +64,7 @@ def _label_read(location: str, name: str) -> AbstractContextManager[None]:
     return unreadable_as_store_error(location, f"cannot read label {name!r} from")
 
 
-def open_lazily(store: StoreLike, *, version: str | None = None) -> xr.Dataset:
+def open_lazily(store: StoreLike | Location, *, version: str | None = None) -> xr.Dataset:
     """The store as xarray reads it, nothing loaded: labels lazy (dask), attributes as the
     store holds them (nested dicts).
 

@@ -175,6 +175,14 @@ class StoreState:
         ]
 
 
+def array_in(group: zarr.Group, name: str) -> zarr.Array:
+    """``group[name]``, which must be an array (zarr types a member as ``Array | Group``)."""
+    member = group[name]
+    if not isinstance(member, zarr.Array):
+        raise StoreError(f"{group.store_path}: {name!r} is a group where an array belongs")
+    return member
+
+
 def array_metadata(array: zarr.Array) -> dict[str, Any]:
     """An array's metadata as its ``zarr.json`` document."""
     return json.loads(json.dumps(array.metadata.to_dict(), default=str))

@@ -185,7 +185,7 @@ def add_variables(
         rows = [t.shape[0] if t.shape else 0 for t in targets]
         parts = _shared_progress(progress, rows)
         targets = [RowCountingTarget(t, p, n) for t, p, n in zip(targets, parts, rows, strict=True)]
-    da.store(list(lazy.values()), targets, lock=False)  # type: ignore[arg-type]
+    da.store(list(lazy.values()), targets, lock=False)
 
 
 def _shared_progress(

@@ -48,6 +48,7 @@ from .layout import (
 from .location import Location, StoreLike, parse_location
 from .repo import (
     StoreState,
+    array_in,
     plain,
     read_state,
     readonly_group,
@@ -110,7 +111,7 @@ def _initialize(tx: Transaction, feature_size: int, model: str | None, row_chunk
 
 
 def create_store(
-    store: StoreLike,
+    store: StoreLike | Location,
     *,
     feature_size: int,
     model: str | None = None,
@@ -245,7 +246,7 @@ class StoreWriter:
             self._known_rows, self._paths = 0, set()
         if state.rows > self._known_rows:
             with unreadable_as_store_error(self.location):
-                tail = group["path"][self._known_rows : state.rows]
+                tail = array_in(group, "path")[self._known_rows : state.rows]
             self._paths.update(np.asarray(tail, dtype=object).tolist())
             self._known_rows = state.rows
 
@@ -577,7 +578,7 @@ def _write_rows(
     if new_labels:
         _update_coordinates_attr(group, state, new_labels)
     for name in {*state.sample_arrays(), *columns}:
-        array = group[name]
+        array = array_in(group, name)
         array.resize((stop, *array.shape[1:]))
         if name in columns:
             array[start:stop] = columns[name]
@@ -592,7 +593,7 @@ def _update_coordinates_attr(group: zarr.Group, state: StoreState, new_labels: l
         if len(dims_of(state.arrays[name])) >= 2:
             group[name].update_attributes({"coordinates": coords})
     for name in new_labels:
-        if name in group and len(group[name].shape) >= 2:
+        if name in group and len(array_in(group, name).shape) >= 2:
             group[name].update_attributes({"coordinates": coords})
 
 

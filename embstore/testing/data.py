@@ -253,12 +253,13 @@ def make_tiny_vjepa2(
     }
 
 
-def _to_original(model) -> dict:  # noqa: ANN001 - VJEPA2Model
+def _to_original(model: Any) -> dict[str, Any]:  # a transformers VJEPA2Model
     """The inverse of embstore's checkpoint conversion: HF encoder keys -> original keys."""
     import torch
 
     state = {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
-    out, fused = {}, {}
+    out: dict[str, Any] = {}
+    fused: dict[tuple[str, str], dict[str, Any]] = {}
     for key, value in state.items():
         key = key.removeprefix("encoder.")
         if key.startswith("embeddings.patch_embeddings."):
