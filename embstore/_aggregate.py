@@ -4,9 +4,9 @@
 turns one row per crop into one row per ``(category, subject, age_mo)``: seed 000's
 ``<category>/<subject>_<age_mo>_month_level_avg.npy`` files, as a store.
 
-The grouped sums are one lazy pass over the rows (dask + flox's map-reduce, float64
-accumulators, intermediates holding only the groups of each chunk, so memory stays flat as the
-rows grow); counts come from the labels. Rows holding NaN/Inf are left out of the means and
+The grouped sums are one lazy pass over the rows (dask: per row chunk, a sorted
+``np.add.reduceat`` into the groups that chunk holds, float64 accumulators; partials merged in
+a tree, so memory stays flat as the rows grow). Rows holding NaN/Inf are left out of the means and
 counted per group (``count_nonfinite``); rows missing a grouping label (``""``, or -1 for
 ``age_mo``) belong to no group and are counted in the report. The new store's rows are the
 groups in sorted key order: their labels are the group keys plus ``count`` (rows averaged) and
@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask
-import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
+import zarr
+from dask.delayed import Delayed
 
 from ._version import __version__
 from .errors import BadInputError, EmbstoreError
@@ -37,7 +38,7 @@ from .store.layout import FEATURE, SAMPLE, now
 from .store.location import StoreLike, parse_location
 from .store.loop import writer
 from .store.read import open_store
-from .store.repo import reads_store
+from .store.repo import readonly_group, reads_store, unreadable_as_store_error
 from .store.views import provenance
 
 log = logging.getLogger(__name__)
@@ -146,26 +147,93 @@ def default_template(by: Sequence[str]) -> str:
     return f"{{{head}}}" + (("/" + "_".join(f"{{{name}}}" for name in rest)) if rest else "")
 
 
-def grouped_sums(x: da.Array, codes: np.ndarray, groups: int) -> tuple[da.Array, da.Array]:
-    """Lazy float64 sums of the finite rows of ``x`` per group, and finite rows per group.
+def grouped_sums(source: Any, codes: np.ndarray, groups: int, *, chunk: int) -> Delayed:
+    """Lazy float64 sums of the finite rows of ``source`` per group, and finite rows per group.
 
-    ``codes`` (numpy) gives each row's group in ``range(groups)``, -1 for none. One pass over
-    ``x``: flox's map-reduce with intermediates holding only each chunk's groups.
+    ``source`` is any ``(sample, feature)`` array that slices to numpy (a zarr array of the
+    store, a numpy array); ``codes`` (numpy) gives each row's group in ``range(groups)``, -1
+    for none. One pass in :data:`CHAINS` parallel chains of contiguous ``chunk``-row blocks:
+    each step reads one block, sums its rows per group (sort the block's codes,
+    ``np.add.reduceat``, float64) and adds them into the chain's dense ``(groups, features +
+    1)`` accumulator (finite-row counts last); the chains' accumulators are added at the end.
+    A step reads its own block, so nothing is read ahead: memory is ``CHAINS`` accumulators
+    plus a block per running task, flat in rows. (flox's map-reduce, on the ``(feature,
+    sample)`` layout it needs, measured 5-10x slower here: bench/RESULTS.md.)
     """
-    from flox import groupby_reduce
+    rows, features = source.shape
+    steps = [
+        (start, min(start + chunk, rows))
+        for start in range(0, rows, chunk)
+        if (codes[start : start + chunk] >= 0).any()
+    ]
+    chains: list[Any] = []
+    for part in np.array_split(np.arange(len(steps)), min(CHAINS, max(1, len(steps)))):
+        accumulator: Any = None
+        for k in part:
+            start, stop = steps[k]
+            accumulator = dask.delayed(_fold)(
+                accumulator, source, start, stop, codes[start:stop], groups
+            )
+        chains.append(accumulator)
+    return dask.delayed(_finish)(chains, groups, features)
 
-    rows = np.flatnonzero(codes >= 0)
-    if len(rows) < len(codes):
-        x = x[rows]  # a numpy index keeps the chunk sizes known
-    codes = codes[rows]
-    values = x.astype(np.float64)
-    finite = da.isfinite(values).all(axis=1)
-    values = da.where(finite[:, None], values, 0.0)
-    expected = np.arange(groups)
-    options: dict[str, Any] = {"expected_groups": expected, "method": "map-reduce"}
-    sums = groupby_reduce(values.T, codes, func="sum", reindex=False, **options)[0]
-    counts = groupby_reduce(finite.astype(np.int64), codes, func="sum", reindex=False, **options)[0]
-    return sums.T, counts
+
+#: Parallel chains of chunks (each holds one dense accumulator).
+CHAINS = 4
+
+Partial = tuple[np.ndarray, np.ndarray]  # group ids (sorted, unique), sums with counts last
+
+
+def _fold(
+    accumulator: np.ndarray | None,
+    source: Any,
+    start: int,
+    stop: int,
+    codes: np.ndarray,
+    groups: int,
+) -> np.ndarray:
+    """Read rows ``start:stop`` and add their per-group sums into ``accumulator`` (a chain's
+    own array: in place)."""
+    block = np.asarray(source[start:stop])
+    if accumulator is None:
+        accumulator = np.zeros((groups, block.shape[1] + 1))
+    ids, sums = _chunk_partial(block, codes)
+    accumulator[ids] += sums  # ids are unique: no clashes
+    return accumulator
+
+
+def _finish(
+    chains: list[np.ndarray | None], groups: int, features: int
+) -> tuple[np.ndarray, np.ndarray]:
+    total = np.zeros((groups, features + 1))
+    for accumulator in chains:
+        if accumulator is not None:
+            total += accumulator
+    return total[:, :-1], np.rint(total[:, -1]).astype(np.int64)
+
+
+def _chunk_partial(block: np.ndarray, codes: np.ndarray) -> Partial:
+    """The groups of one row chunk: their ids, and per group the float64 sums of the finite
+    rows with the count of those rows as a last column."""
+    keep = codes >= 0
+    values = np.asarray(block, dtype=np.float64)[keep]
+    codes = codes[keep]
+    finite = np.isfinite(values).all(axis=1)
+    extended = np.empty((len(values), values.shape[1] + 1))
+    extended[:, :-1] = values
+    extended[~finite, :-1] = 0.0
+    extended[:, -1] = finite
+    return _reduce_sorted(codes, extended)
+
+
+def _reduce_sorted(codes: np.ndarray, values: np.ndarray) -> Partial:
+    """Rows of ``values`` summed per code: (unique sorted codes, sums)."""
+    if not len(codes):
+        return codes.astype(np.int64), values
+    order = np.argsort(codes, kind="stable")
+    codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    return codes[starts], np.add.reduceat(values[order], starts, axis=0)
 
 
 @reads_store
@@ -218,13 +286,17 @@ def aggregate(
     plan = plan_groups({name: np.asarray(ds[name].values) for name in by})
     if not len(plan.keys):
         raise EmbstoreError(f"{store}: no row has every label of {by}")
-    sums, counts = grouped_sums(ds[variable].data, plan.codes, len(plan.keys))
-    with dask_scheduler(scheduler):
-        sums, counts = dask.compute(sums, counts)
+    source_version = str(ds.encoding.get("embstore_version_id", ""))
+    _, _, group = readonly_group(store, version=source_version or version)  # the same version
+    with unreadable_as_store_error(str(store)):
+        source = group[variable]
+    assert isinstance(source, zarr.Array)
+    lazy = grouped_sums(source, plan.codes, len(plan.keys), chunk=int(source.chunks[0]))
+    with dask_scheduler(scheduler), unreadable_as_store_error(str(store)):
+        sums, counts = lazy.compute()
     keep = counts >= min_count
     means = sums[keep] / counts[keep][:, None]
     paths = group_paths(plan.keys[keep], path_template)
-    source_version = str(ds.encoding.get("embstore_version_id", ""))
     record: dict[str, Any] = {
         "source": {"store": str(parse_location(store)), "version": source_version},
         "variable": variable,
