@@ -202,9 +202,12 @@ def _missing(name: str) -> Any:
 
 def _label_value(name: str, value: Any) -> Any:
     if name in INTEGER_LABELS:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
+        if value is None or value == "" or (isinstance(value, float) and np.isnan(value)):
             return MISSING_AGE
-        return int(value)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise BadInputError("labels", f"{name} {value!r} is not a whole number") from None
     return MISSING_STR if value is None else str(value)
 
 
