@@ -137,6 +137,9 @@ def test_bad_input_is_refused_before_anything_is_queued(tmp_path: Path) -> None:
             w.append(["a"], np.ones((1, 3)))
         with pytest.raises(BadInputError, match="'..'"):
             w.append(["../a"], np.ones((1, 2)))
+        with pytest.raises(BadInputError, match="age_mo 'twelve' is not a whole number"):
+            w.append(["b", "c"], np.ones((2, 2)), labels={"age_mo": ["", "twelve"]})
+        assert w.missing(["b", "c"]) == ["b", "c"]  # nothing of the refused batch queued
         with (
             pytest.raises(BadInputError, match="action"),
             embstore.writer(tmp_path / "t", feature_size=2, action="bogus"),

@@ -110,35 +110,30 @@ class LoopWriter:
             if len(values) != len(paths):
                 msg = f"label {name!r} has {len(values)} values for {len(paths)} rows"
                 raise BadInputError("labels", msg)
-        keep = []
+        keep, seen = [], set()
         for i, path in enumerate(paths):
-            if self.contains(path):
+            if self.contains(path) or path in seen:
                 self.report.already_stored += 1
             else:
-                self._queued.add(path)
+                seen.add(path)
                 keep.append(i)
+        # labels converted (and checked) before anything is queued: a bad value queues nothing
+        converted = {
+            name: [_label_value(name, values[i]) for i in keep] for name, values in labels.items()
+        }
         if keep:
-            self._queue([paths[i] for i in keep], matrix[keep], labels, keep)
+            self._queued.update(seen)
+            self._queue([paths[i] for i in keep], matrix[keep], converted)
             self._commit_ready(final=False)
         return len(keep)
 
-    def _queue(
-        self,
-        paths: list[str],
-        matrix: np.ndarray,
-        labels: Mapping[str, Sequence[Any]],
-        keep: list[int],
-    ) -> None:
+    def _queue(self, paths: list[str], matrix: np.ndarray, labels: dict[str, list[Any]]) -> None:
         before = len(self._paths)
         for name in labels:
             if name not in self._labels:  # a label new in this batch: missing for earlier rows
                 self._labels[name] = [_missing(name)] * before
         for name, column in self._labels.items():
-            if name in labels:
-                values = labels[name]
-                column.extend(_label_value(name, values[i]) for i in keep)
-            else:
-                column.extend([_missing(name)] * len(keep))
+            column.extend(labels[name] if name in labels else [_missing(name)] * len(paths))
         self._paths.extend(paths)
         self._vectors.append(matrix)
 
