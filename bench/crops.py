@@ -9,7 +9,8 @@ weights cost the same as trained ones) and a tiny one, then measures on this mac
 - ``embstore.extract_images`` end to end with the tiny model (the pipeline's overhead:
   decode, cut, preprocess, commits) and with the ViT-B/16-sized model, crops/s.
 
-Usage: ``python bench/crops.py [--videos 4] [--frames 8] [--per-frame 4] [--device cpu]``
+Usage: ``python bench/crops.py [--videos 4] [--frames 8] [--per-frame 4] [--device cpu]
+[--models tiny,vitb16] [--num-workers N]``
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--models", default="tiny,vitb16", help="which of tiny,vitb16 to run")
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "embstore-bench-crops"
     )
@@ -87,6 +89,8 @@ def main() -> None:
     results = {"crops": len(crops), "frame": f"{args.height}x{args.width}", "device": args.device}
     results["input_side_crops_per_s"] = round(input_rate, 1)
     for name, model in (("tiny", tiny), ("vitb16", vitb)):
+        if name not in args.models.split(","):
+            continue
         store = work / f"{name}.store"
         shutil.rmtree(store, ignore_errors=True)
         config = embstore.ImageExtractConfig(
