@@ -144,3 +144,13 @@ def test_cli_aggregate(tmp_path: Path) -> None:
     bad = CliRunner().invoke(cli.app, ["aggregate", str(tmp_path / "s"), str(tmp_path / "p"),
                                        "--by", "nothing"])  # fmt: skip
     assert bad.exit_code == 1 and "by: ['nothing'] are not labels" in bad.output
+
+
+@pytest.mark.slow
+def test_a_dask_cluster_gives_the_same_groups(tmp_path: Path) -> None:
+    _make_store(tmp_path / "s", n=150)
+    embstore.aggregate(tmp_path / "s", tmp_path / "threads")
+    embstore.aggregate(tmp_path / "s", tmp_path / "cluster", scheduler="local:1")
+    threads, cluster = embstore.open(tmp_path / "threads"), embstore.open(tmp_path / "cluster")
+    assert threads.path.values.tolist() == cluster.path.values.tolist()
+    np.testing.assert_array_equal(threads.embedding.values, cluster.embedding.values)
