@@ -35,7 +35,7 @@ from .keys import key_problem
 from .labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR
 from .scheduler import dask_scheduler
 from .store.layout import FEATURE, SAMPLE, now
-from .store.location import StoreLike, parse_location
+from .store.location import Location, StoreLike, parse_location
 from .store.loop import writer
 from .store.read import open_store
 from .store.repo import readonly_group, reads_store, unreadable_as_store_error
@@ -279,6 +279,8 @@ def aggregate(
     ... # doctest: +SKIP
     """
     by = list(by)
+    if _same_store(parse_location(store), parse_location(out)):
+        raise BadInputError(str(out), "the output must be a new store, not the source")
     if min_count < 1:
         raise BadInputError("min_count", f"must be at least 1, got {min_count}")
     ds = open_store(store, version=version)
@@ -330,6 +332,12 @@ def aggregate(
     return report
 
 
+def _same_store(a: Location, b: Location) -> bool:
+    if a.path is not None and b.path is not None:
+        return a.path.resolve() == b.path.resolve()
+    return (a.bucket, a.prefix) == (b.bucket, b.prefix)
+
+
 def _check_inputs(ds: xr.Dataset, by: list[str], variable: str) -> None:
     if not by:
         raise BadInputError("by", "name at least one label to group by")
@@ -361,7 +369,7 @@ def _write_groups(
     model = provenance(ds).get("model")
     info = {"source": record["source"], "by": record["by"], "variable": record["variable"]}
     with writer(out, feature_size=means.shape[1], model=model, action="aggregate", info=info) as w:
-        w.store.claim("aggregate", record, defining=DEFINING)
+        w.claim("aggregate", record, defining=DEFINING)
         step = w.chunk
         for start in range(0, len(paths), step):
             stop = min(start + step, len(paths))

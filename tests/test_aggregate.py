@@ -116,6 +116,9 @@ def test_path_template_and_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="variable"):
         embstore.aggregate(tmp_path / "s", tmp_path / "x", variable="tokens")
     assert not (tmp_path / "x").exists()  # refused before any store is made
+    with pytest.raises(BadInputError, match="not the source"):
+        embstore.aggregate(tmp_path / "s", str(tmp_path / "s") + "/")
+    assert embstore.log(tmp_path / "s")[0].message == "write complete: 60 rows added"
 
 
 def test_plan_and_keys_are_pure() -> None:

@@ -76,6 +76,11 @@ class LoopWriter:
         self._vectors: list[np.ndarray] = []
         self._labels: dict[str, list[Any]] = {}
 
+    def claim(self, key: str, value: dict[str, Any], *, defining: Sequence[str]) -> None:
+        """Record settings under ``embstore.<key>`` once; later runs must match ``defining``
+        (see :meth:`StoreWriter.claim`): extraction and aggregation settings."""
+        self.store.claim(key, value, defining=defining)
+
     def contains(self, path: str) -> bool:
         """True if ``path`` is committed or waiting in this writer's buffer."""
         return path in self._queued or self.store.contains(path)
