@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import embstore
-from embstore.errors import BadInputError
+from embstore.errors import BadInputError, DuplicatePathError
 
 N_ROWS = 100
 
@@ -118,6 +118,17 @@ def test_duplicates_skipped_and_labels_filled(tmp_path: Path) -> None:
     assert ds.subject.values.tolist() == ["x", "y", "", ""]
     assert ds.age_mo.values.tolist() == [-1, -1, -1, -1]
     assert w.report.already_stored == 1 and again.report.already_stored == 1
+
+
+def test_on_duplicate_error_refuses_a_stored_path(tmp_path: Path) -> None:
+    with embstore.writer(tmp_path / "s", feature_size=2) as w:
+        w.append(["a"], np.ones((1, 2)))
+    with (
+        pytest.raises(DuplicatePathError, match="'a' is already in"),
+        embstore.writer(tmp_path / "s", on_duplicate="error") as again,
+    ):
+        again.append(["b", "a"], np.ones((2, 2)))
+    assert embstore.open(tmp_path / "s").path.values.tolist() == ["a"]
 
 
 def test_a_failing_loop_keeps_its_rows_and_records_failure(tmp_path: Path) -> None:

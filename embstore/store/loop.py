@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ..errors import BadInputError
+from ..errors import BadInputError, DuplicatePathError
 from ..keys import check_keys
 from ..labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR
 from .layout import ROOT_ATTR
@@ -118,6 +118,8 @@ class LoopWriter:
         keep, seen = [], set()
         for i, path in enumerate(paths):
             if self.contains(path) or path in seen:
+                if self.store.on_duplicate == "error":
+                    raise DuplicatePathError(f"{path!r} is already in {self.store.path}")
                 self.report.already_stored += 1
             else:
                 seen.add(path)
