@@ -243,7 +243,8 @@ def writer(
         :func:`~embstore.store.layout.choose_row_chunk`).
     on_duplicate
         ``"skip"`` (default): paths already stored are skipped (a re-run adds only what is
-        missing). ``"error"``: a path committed by another writer meanwhile fails the commit.
+        missing). ``"error"``: a path already stored or queued raises
+        :class:`~embstore.errors.DuplicatePathError` (nothing of that batch is queued).
     action, info
         The provenance entry of this run: its action (one the store's schema lists:
         ``"write"``, ``"extract"``, ``"ingest"``...) and extra fields (sources, settings...).
