@@ -157,3 +157,11 @@ def test_a_dask_cluster_gives_the_same_groups(tmp_path: Path) -> None:
     threads, cluster = embstore.open(tmp_path / "threads"), embstore.open(tmp_path / "cluster")
     assert threads.path.values.tolist() == cluster.path.values.tolist()
     np.testing.assert_array_equal(threads.embedding.values, cluster.embedding.values)
+
+
+@pytest.mark.parametrize("command", ["aggregate", "extract-images"], ids=["aggregate", "extract"])
+def test_help_names_arguments(command: str) -> None:
+    result = CliRunner().invoke(cli.app, [command, "--help"])
+    assert result.exit_code == 0 and "<bool>" not in result.output
+    usage = result.output.splitlines()[0]
+    assert "STORE" in usage and "{store}" not in usage  # arguments named in capitals
