@@ -181,8 +181,6 @@ def grouped_sums(source: Any, codes: np.ndarray, groups: int, *, chunk: int) -> 
 #: Parallel chains of chunks (each holds one dense accumulator).
 CHAINS = 4
 
-Partial = tuple[np.ndarray, np.ndarray]  # group ids (sorted, unique), sums with counts last
-
 
 def _fold(
     accumulator: np.ndarray | None,
@@ -192,13 +190,14 @@ def _fold(
     codes: np.ndarray,
     groups: int,
 ) -> np.ndarray:
-    """Read rows ``start:stop`` and add their per-group sums into ``accumulator`` (a chain's
-    own array: in place)."""
+    """Read rows ``start:stop`` and add their per-group sums (and, in the last column, the
+    count of finite rows) into ``accumulator``: a chain's own array, changed in place."""
     block = np.asarray(source[start:stop])
     if accumulator is None:
         accumulator = np.zeros((groups, block.shape[1] + 1))
-    ids, sums = _chunk_partial(block, codes)
-    accumulator[ids] += sums  # ids are unique: no clashes
+    ids, sums, counts = chunk_sums(block, codes)
+    accumulator[ids, :-1] += sums  # ids are unique: no clashes
+    accumulator[ids, -1] += counts
     return accumulator
 
 
@@ -212,28 +211,25 @@ def _finish(
     return total[:, :-1], np.rint(total[:, -1]).astype(np.int64)
 
 
-def _chunk_partial(block: np.ndarray, codes: np.ndarray) -> Partial:
-    """The groups of one row chunk: their ids, and per group the float64 sums of the finite
-    rows with the count of those rows as a last column."""
-    keep = codes >= 0
-    values = np.asarray(block, dtype=np.float64)[keep]
-    codes = codes[keep]
-    finite = np.isfinite(values).all(axis=1)
-    extended = np.empty((len(values), values.shape[1] + 1))
-    extended[:, :-1] = values
-    extended[~finite, :-1] = 0.0
-    extended[:, -1] = finite
-    return _reduce_sorted(codes, extended)
+def chunk_sums(block: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group of one row chunk: the group ids (sorted), the float64 sums of its finite
+    rows and their count. Rows with code -1 or holding NaN/Inf are left out.
 
-
-def _reduce_sorted(codes: np.ndarray, values: np.ndarray) -> Partial:
-    """Rows of ``values`` summed per code: (unique sorted codes, sums)."""
-    if not len(codes):
-        return codes.astype(np.int64), values
-    order = np.argsort(codes, kind="stable")
-    codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    return codes[starts], np.add.reduceat(values[order], starts, axis=0)
+    >>> ids, sums, counts = chunk_sums(np.array([[1.0], [2.0], [np.nan], [4.0]]),
+    ...                                np.array([1, 0, 1, 1]))
+    >>> ids.tolist(), sums.ravel().tolist(), counts.tolist()
+    ([0, 1], [2.0, 5.0], [1, 2])
+    """
+    rows = np.flatnonzero((codes >= 0) & np.isfinite(block).all(axis=1))
+    order = np.argsort(codes[rows], kind="stable")
+    rows = rows[order]
+    sorted_codes = codes[rows]
+    if not len(rows):
+        return sorted_codes, np.zeros((0, block.shape[1])), np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    sums = np.add.reduceat(block[rows].astype(np.float64), starts, axis=0)  # one gather
+    counts = np.diff(np.r_[starts, len(rows)])
+    return sorted_codes[starts], sums, counts
 
 
 @reads_store
