@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import cli
 import embstore
-from embstore._aggregate import default_template, group_paths, plan_groups
+from embstore._aggregate import default_template, group_paths, grouped_sums, plan_groups
 from embstore.errors import BadInputError, StoreError
 
 BY = ["category", "subject", "age_mo"]
@@ -165,3 +165,16 @@ def test_help_names_arguments(command: str) -> None:
     assert result.exit_code == 0 and "<bool>" not in result.output
     usage = result.output.splitlines()[0]
     assert "STORE" in usage and "{store}" not in usage  # arguments named in capitals
+
+
+def test_grouped_sums_on_numpy_any_chunking() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((101, 5)).astype(np.float32)
+    x[7] = np.inf
+    codes = rng.integers(-1, 9, 101)
+    frame = pd.DataFrame(x.astype(np.float64))[(codes >= 0) & np.isfinite(x).all(axis=1)]
+    expected = frame.groupby(codes[frame.index]).sum()
+    for chunk in (1, 7, 101, 500):
+        sums, counts = grouped_sums(x, codes, 9, chunk=chunk).compute(scheduler="sync")
+        np.testing.assert_allclose(sums[expected.index], expected.to_numpy(), rtol=1e-12)
+        assert counts.tolist() == np.bincount(codes[frame.index], minlength=9).tolist()
