@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import cli
 import embstore
-from embstore._aggregate import default_template, group_paths, plan_groups
+from embstore._aggregate import default_template, group_paths, grouped_sums, plan_groups
 from embstore.errors import BadInputError, StoreError
 
 BY = ["category", "subject", "age_mo"]
@@ -116,6 +116,9 @@ def test_path_template_and_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="variable"):
         embstore.aggregate(tmp_path / "s", tmp_path / "x", variable="tokens")
     assert not (tmp_path / "x").exists()  # refused before any store is made
+    with pytest.raises(BadInputError, match="not the source"):
+        embstore.aggregate(tmp_path / "s", str(tmp_path / "s") + "/")
+    assert embstore.log(tmp_path / "s")[0].message == "write complete: 60 rows added"
 
 
 def test_plan_and_keys_are_pure() -> None:
@@ -144,3 +147,34 @@ def test_cli_aggregate(tmp_path: Path) -> None:
     bad = CliRunner().invoke(cli.app, ["aggregate", str(tmp_path / "s"), str(tmp_path / "p"),
                                        "--by", "nothing"])  # fmt: skip
     assert bad.exit_code == 1 and "by: ['nothing'] are not labels" in bad.output
+
+
+@pytest.mark.slow
+def test_a_dask_cluster_gives_the_same_groups(tmp_path: Path) -> None:
+    _make_store(tmp_path / "s", n=150)
+    embstore.aggregate(tmp_path / "s", tmp_path / "threads")
+    embstore.aggregate(tmp_path / "s", tmp_path / "cluster", scheduler="local:1")
+    threads, cluster = embstore.open(tmp_path / "threads"), embstore.open(tmp_path / "cluster")
+    assert threads.path.values.tolist() == cluster.path.values.tolist()
+    np.testing.assert_array_equal(threads.embedding.values, cluster.embedding.values)
+
+
+@pytest.mark.parametrize("command", ["aggregate", "extract-images"], ids=["aggregate", "extract"])
+def test_help_names_arguments(command: str) -> None:
+    result = CliRunner().invoke(cli.app, [command, "--help"])
+    assert result.exit_code == 0 and "<bool>" not in result.output
+    usage = result.output.splitlines()[0]
+    assert "STORE" in usage and "{store}" not in usage  # arguments named in capitals
+
+
+def test_grouped_sums_on_numpy_any_chunking() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((101, 5)).astype(np.float32)
+    x[7] = np.inf
+    codes = rng.integers(-1, 9, 101)
+    frame = pd.DataFrame(x.astype(np.float64))[(codes >= 0) & np.isfinite(x).all(axis=1)]
+    expected = frame.groupby(codes[frame.index]).sum()
+    for chunk in (1, 7, 101, 500):
+        sums, counts = grouped_sums(x, codes, 9, chunk=chunk).compute(scheduler="sync")
+        np.testing.assert_allclose(sums[expected.index], expected.to_numpy(), rtol=1e-12)
+        assert counts.tolist() == np.bincount(codes[frame.index], minlength=9).tolist()

@@ -140,3 +140,10 @@ def test_seed000_path_gives_the_notebooks_numbers(tmp_path: Path) -> None:
     assert int(months["count"].sum()) == len(table)
     source = embstore.provenance(months)["aggregate"]["source"]
     assert source["version"] == embstore.log(tmp_path / "crops.store")[0].id
+
+
+def test_seed000_demo_needs_a_new_folder(tmp_path: Path) -> None:
+    (tmp_path / "old.txt").write_text("something")
+    result = CliRunner().invoke(cli.app, ["demo", "--seed000", str(tmp_path)])
+    assert result.exit_code == 1 and "not empty" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.txt"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import embstore
-from embstore.errors import BadInputError
+from embstore.errors import BadInputError, DuplicatePathError
 
 N_ROWS = 100
 
@@ -120,6 +120,17 @@ def test_duplicates_skipped_and_labels_filled(tmp_path: Path) -> None:
     assert w.report.already_stored == 1 and again.report.already_stored == 1
 
 
+def test_on_duplicate_error_refuses_a_stored_path(tmp_path: Path) -> None:
+    with embstore.writer(tmp_path / "s", feature_size=2) as w:
+        w.append(["a"], np.ones((1, 2)))
+    with (
+        pytest.raises(DuplicatePathError, match="'a' is already in"),
+        embstore.writer(tmp_path / "s", on_duplicate="error") as again,
+    ):
+        again.append(["b", "a"], np.ones((2, 2)))
+    assert embstore.open(tmp_path / "s").path.values.tolist() == ["a"]
+
+
 def test_a_failing_loop_keeps_its_rows_and_records_failure(tmp_path: Path) -> None:
     store = tmp_path / "s"
     with pytest.raises(RuntimeError), embstore.writer(store, feature_size=2) as w:
@@ -137,6 +148,9 @@ def test_bad_input_is_refused_before_anything_is_queued(tmp_path: Path) -> None:
             w.append(["a"], np.ones((1, 3)))
         with pytest.raises(BadInputError, match="'..'"):
             w.append(["../a"], np.ones((1, 2)))
+        with pytest.raises(BadInputError, match="age_mo 'twelve' is not a whole number"):
+            w.append(["b", "c"], np.ones((2, 2)), labels={"age_mo": ["", "twelve"]})
+        assert w.missing(["b", "c"]) == ["b", "c"]  # nothing of the refused batch queued
         with (
             pytest.raises(BadInputError, match="action"),
             embstore.writer(tmp_path / "t", feature_size=2, action="bogus"),

@@ -203,7 +203,7 @@ def extract_images(
         batch_rows=config.commit_rows,
         info=info,
     ) as w:
-        w.store.claim("extraction", description, defining=DEFINING)
+        w.claim("extraction", description, defining=DEFINING)
         todo = [crop for crop in crops if not w.contains(crop.key)]
         report.already_stored = len(crops) - len(todo)
         todo = todo[: config.limit] if config.limit is not None else todo

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ..errors import BadInputError
+from ..errors import BadInputError, DuplicatePathError
 from ..keys import check_keys
 from ..labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR
 from .layout import ROOT_ATTR
@@ -76,6 +76,11 @@ class LoopWriter:
         self._vectors: list[np.ndarray] = []
         self._labels: dict[str, list[Any]] = {}
 
+    def claim(self, key: str, value: dict[str, Any], *, defining: Sequence[str]) -> None:
+        """Record settings under ``embstore.<key>`` once; later runs must match ``defining``
+        (see :meth:`StoreWriter.claim`): extraction and aggregation settings."""
+        self.store.claim(key, value, defining=defining)
+
     def contains(self, path: str) -> bool:
         """True if ``path`` is committed or waiting in this writer's buffer."""
         return path in self._queued or self.store.contains(path)
@@ -110,35 +115,32 @@ class LoopWriter:
             if len(values) != len(paths):
                 msg = f"label {name!r} has {len(values)} values for {len(paths)} rows"
                 raise BadInputError("labels", msg)
-        keep = []
+        keep, seen = [], set()
         for i, path in enumerate(paths):
-            if self.contains(path):
+            if self.contains(path) or path in seen:
+                if self.store.on_duplicate == "error":
+                    raise DuplicatePathError(f"{path!r} is already in {self.store.path}")
                 self.report.already_stored += 1
             else:
-                self._queued.add(path)
+                seen.add(path)
                 keep.append(i)
+        # labels converted (and checked) before anything is queued: a bad value queues nothing
+        converted = {
+            name: [_label_value(name, values[i]) for i in keep] for name, values in labels.items()
+        }
         if keep:
-            self._queue([paths[i] for i in keep], matrix[keep], labels, keep)
+            self._queued.update(seen)
+            self._queue([paths[i] for i in keep], matrix[keep], converted)
             self._commit_ready(final=False)
         return len(keep)
 
-    def _queue(
-        self,
-        paths: list[str],
-        matrix: np.ndarray,
-        labels: Mapping[str, Sequence[Any]],
-        keep: list[int],
-    ) -> None:
+    def _queue(self, paths: list[str], matrix: np.ndarray, labels: dict[str, list[Any]]) -> None:
         before = len(self._paths)
         for name in labels:
             if name not in self._labels:  # a label new in this batch: missing for earlier rows
                 self._labels[name] = [_missing(name)] * before
         for name, column in self._labels.items():
-            if name in labels:
-                values = labels[name]
-                column.extend(_label_value(name, values[i]) for i in keep)
-            else:
-                column.extend([_missing(name)] * len(keep))
+            column.extend(labels[name] if name in labels else [_missing(name)] * len(paths))
         self._paths.extend(paths)
         self._vectors.append(matrix)
 
@@ -202,9 +204,12 @@ def _missing(name: str) -> Any:
 
 def _label_value(name: str, value: Any) -> Any:
     if name in INTEGER_LABELS:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
+        if value is None or value == "" or (isinstance(value, float) and np.isnan(value)):
             return MISSING_AGE
-        return int(value)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise BadInputError("labels", f"{name} {value!r} is not a whole number") from None
     return MISSING_STR if value is None else str(value)
 
 
@@ -238,7 +243,8 @@ def writer(
         :func:`~embstore.store.layout.choose_row_chunk`).
     on_duplicate
         ``"skip"`` (default): paths already stored are skipped (a re-run adds only what is
-        missing). ``"error"``: a path committed by another writer meanwhile fails the commit.
+        missing). ``"error"``: a path already stored or queued raises
+        :class:`~embstore.errors.DuplicatePathError` (nothing of that batch is queued).
     action, info
         The provenance entry of this run: its action (one the store's schema lists:
         ``"write"``, ``"extract"``, ``"ingest"``...) and extra fields (sources, settings...).
