@@ -1,6 +1,7 @@
 """Background commits (store/committer.py) and the one run record (StoreWriter.run)."""
 
 import ast
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -80,10 +81,9 @@ def test_a_commit_error_is_raised_in_the_callers_thread_and_nothing_after_it_com
 
 def test_an_error_in_the_loop_keeps_what_was_handed_over(tmp_path):
     writer = StoreWriter(tmp_path / "s.zarr", feature_size=4)
-    with pytest.raises(KeyboardInterrupt):
-        with BackgroundCommitter(writer, in_flight=2) as committer:
-            committer.submit(*_rows(0, 2))
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), BackgroundCommitter(writer, in_flight=2) as committer:
+        committer.submit(*_rows(0, 2))
+        raise KeyboardInterrupt
     assert embstore.open(tmp_path / "s.zarr").sizes["sample"] == 2
 
 
@@ -94,26 +94,18 @@ def test_an_error_in_the_loop_keeps_what_was_handed_over(tmp_path):
 )
 def test_writer_run_records_how_a_run_ended(tmp_path, error, status):
     writer = StoreWriter(tmp_path / "s.zarr", feature_size=4)
-    with pytest.raises(error) if error else _nothing():
-        with writer.run("ingest", {"sources": ["a/"]}) as run:
-            writer.append(*_rows(0, 2))
-            run.update(bad=[f"bad{i}" for i in range(250)], bad_count=250)
-            if error:
-                raise error("x")
+    expected = pytest.raises(error) if error else contextlib.nullcontext()
+    with expected, writer.run("ingest", {"sources": ["a/"]}) as run:
+        writer.append(*_rows(0, 2))
+        run.update(bad=[f"bad{i}" for i in range(250)], bad_count=250)
+        if error:
+            raise error("x")
     entry = provenance(embstore.open(tmp_path / "s.zarr"))["provenance"][-1]
     assert entry["status"] == status and entry["rows_added"] == 2 and entry["sources"] == ["a/"]
     if error is None:
         assert len(entry["bad"]) == PROVENANCE_LIST_LIMIT and entry["bad_count"] == 250
     else:
         assert entry["error"] == error.__name__ and "bad" not in entry
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_finishing_a_run_is_written_once_in_the_store():

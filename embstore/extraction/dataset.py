@@ -164,7 +164,7 @@ def make_loader(
             worker_init_fn=init_worker,
         )
     return torch.utils.data.DataLoader(
-        dataset,
+        dataset,  # type: ignore[arg-type]  # a map-style dataset: __len__ and __getitem__
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=collate,

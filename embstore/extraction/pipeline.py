@@ -118,7 +118,7 @@ def pool_tokens(tokens: Any, native: tuple[int, int, int], pool: str) -> Any:
     import torch.nn.functional as F
 
     target = parse_pool(pool)
-    if target == "mean":
+    if isinstance(target, str):  # "mean"
         return None
     if target is None:
         return tokens
@@ -133,7 +133,7 @@ def pool_tokens(tokens: Any, native: tuple[int, int, int], pool: str) -> Any:
 def token_count(native: tuple[int, int, int], pool: str) -> int:
     """Tokens per row that ``pool`` stores (0 for ``"mean"``)."""
     target = parse_pool(pool)
-    if target == "mean":
+    if isinstance(target, str):  # "mean"
         return 0
     return int(np.prod(native if target is None else target))
 

@@ -110,9 +110,10 @@ def upstream_indices(n_frames: int, fpc: int, step: int, clips: int) -> np.ndarr
     partition = n_frames // clips
     rows = []
     for i in range(clips):
+        picked: np.ndarray
         if partition > clip_len:
-            picked = np.linspace(0, clip_len, num=fpc)
-            picked = np.clip(picked, 0, clip_len - 1).astype(np.int64) + i * partition
+            spaced = np.linspace(0, clip_len, num=fpc)
+            picked = np.clip(spaced, 0, clip_len - 1).astype(np.int64) + i * partition
         else:
             sample_len = min(clip_len, n_frames) - 1
             spread = sample_len // step
