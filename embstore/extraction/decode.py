@@ -243,7 +243,8 @@ def _decode_jpeg_rgb(ds: Any, frames: int, wanted: np.ndarray) -> np.ndarray:
     for index, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=frames)):
         if index in keep:
             with Image.open(BytesIO(frame)) as image:
-                decoded.append(np.asarray(image.convert("RGB")))
+                rgb = image if image.mode == "RGB" else image.convert("RGB")  # no copy if RGB
+                decoded.append(np.asarray(rgb))
         if index >= unique[-1]:
             break
     if len(decoded) != len(unique):
