@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError
+from .config import RESIZES, SAMPLINGS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SAMPLINGS = ("upstream", "centered")
-RESIZES = ("upstream", "antialias")
 
 
 @dataclass(frozen=True)
