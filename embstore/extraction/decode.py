@@ -249,7 +249,11 @@ def _decode_jpeg_rgb(ds: Any, frames: int, wanted: np.ndarray) -> np.ndarray:
             break
     if len(decoded) != len(unique):
         raise ValueError(f"found {len(decoded)} of {len(unique)} wanted frames")
-    return np.stack(decoded)[inverse.ravel()]
+    stacked = np.stack(decoded)
+    order = inverse.ravel()
+    if len(order) == len(stacked) and (order == np.arange(len(order))).all():
+        return stacked  # each frame once, in order (the usual clip): no second copy
+    return stacked[order]
 
 
 def _to_uint8(array: np.ndarray, bits: int) -> np.ndarray:
