@@ -38,6 +38,8 @@ from rich.text import Text
 
 import embstore
 from embstore.errors import EmbstoreError
+from embstore.extraction.config import DECODERS, DTYPES
+from embstore.extraction.encoders import REGISTRY
 from embstore.formats import NAMES as FORMAT_NAMES
 from embstore.labels import LAYOUTS
 
@@ -714,19 +716,10 @@ def parse_devices(text: str) -> tuple[int, ...]:
         raise typer.BadParameter(f"expected CUDA device indices like 0,1,2, got {text!r}") from None
 
 
-def _extraction_choices() -> tuple[type[StrEnum], type[StrEnum], type[StrEnum]]:
-    """``--family`` (the encoder registry), ``--dtype`` and ``--decoder`` choices."""
-    from embstore.extraction.config import DECODERS, DTYPES
-    from embstore.extraction.encoders import REGISTRY
-
-    def choice(name: str, values: Any) -> type[StrEnum]:
-        return StrEnum(name, {v.replace("-", "_"): v for v in values})  # type: ignore[return-value]
-
-    return choice("Family", REGISTRY), choice("Dtype", DTYPES), choice("Decoder", DECODERS)
-
-
-Family, Dtype, Decoder = _extraction_choices()
-DEFAULT_FAMILY = Family("vjepa2")
+#: ``--family`` choices: the extractor registry; ``--dtype`` and ``--decoder`` from the config.
+Family = StrEnum("Family", {n.replace("-", "_"): n for n in REGISTRY})  # type: ignore[misc]
+Dtype = StrEnum("Dtype", {n.replace("-", "_"): n for n in DTYPES})  # type: ignore[misc]
+Decoder = StrEnum("Decoder", {n: n for n in DECODERS})  # type: ignore[misc]
 
 
 @_command
@@ -738,7 +731,9 @@ def extract(
     checkpoint: Annotated[
         Path, typer.Option(help="Original .pt checkpoint or a local Hugging Face folder.")
     ],
-    family: Annotated[Family, typer.Option(help="The encoder family.")] = DEFAULT_FAMILY,
+    family: Annotated[
+        Family, typer.Option(help="The encoder family (the extractor registry).")
+    ] = "vjepa2",  # type: ignore[assignment]
     model: Annotated[
         str | None,
         typer.Option(

@@ -1,6 +1,7 @@
 """Background commits (store/committer.py) and the one run record (StoreWriter.run)."""
 
 import ast
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -93,7 +94,7 @@ def test_an_error_in_the_loop_keeps_what_was_handed_over(tmp_path):
 )
 def test_writer_run_records_how_a_run_ended(tmp_path, error, status):
     writer = StoreWriter(tmp_path / "s.zarr", feature_size=4)
-    expected = pytest.raises(error) if error else _nothing()
+    expected = pytest.raises(error) if error else contextlib.nullcontext()
     with expected, writer.run("ingest", {"sources": ["a/"]}) as run:
         writer.append(*_rows(0, 2))
         run.update(bad=[f"bad{i}" for i in range(250)], bad_count=250)
@@ -105,14 +106,6 @@ def test_writer_run_records_how_a_run_ended(tmp_path, error, status):
         assert len(entry["bad"]) == PROVENANCE_LIST_LIMIT and entry["bad_count"] == 250
     else:
         assert entry["error"] == error.__name__ and "bad" not in entry
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_finishing_a_run_is_written_once_in_the_store():

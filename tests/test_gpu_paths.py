@@ -188,6 +188,7 @@ def _script(body):
     return textwrap.dedent(body)
 
 
+@pytest.mark.slow
 def test_more_workers_than_cpus_prints_no_raw_dataloader_warning(tree, tmp_path, tiny):
     workers = len(os.sched_getaffinity(0)) + 2
     args = [sys.executable, "-c", "import cli; cli.main()", "extract", str(tree)]
@@ -200,6 +201,7 @@ def test_more_workers_than_cpus_prints_no_raw_dataloader_warning(tree, tmp_path,
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+@pytest.mark.slow
 def test_a_clip_decoded_in_the_parent_does_not_break_forked_workers(tree, tmp_path, tiny):
     """OpenCV's thread pool, once used in the parent (8 threads, as on a 16-core node), hangs
     or crashes forked DataLoader workers: the loader must start them safely."""

@@ -26,7 +26,16 @@ _API: dict[str, tuple[str, str]] = {
     "extract": (".pipeline", "extract"),
 }
 
-__all__ = sorted(_API)
+__all__ = [
+    "REGISTRY",
+    "ClipSpec",
+    "ConvertReport",
+    "ExtractConfig",
+    "ExtractReport",
+    "Extractor",
+    "convert_dicom",
+    "extract",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,7 @@
 """How an extraction run is set up: one :class:`ExtractConfig` instead of two dozen keywords.
 
-The CLI builds it from its flags, :func:`embstore.extraction.extract` runs it, and the store
+Only the standard library is imported here (the CLI reads the choices at start-up). The CLI
+builds it from its flags, :func:`embstore.extraction.extract` runs it, and the store
 records it in the run's provenance entry (:meth:`ExtractConfig.record`). It is checked when it
 is made, so a wrong setting fails before a model is loaded or an input read; every error names
 the parameter (``num_frames``, ``shard``...), never a command-line flag.
@@ -12,7 +13,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import BadInputError
-from .preprocess import RESIZES, SAMPLINGS
+
+#: Frame sampling and resizing rules (:mod:`embstore.extraction.preprocess`).
+SAMPLINGS = ("upstream", "centered")
+RESIZES = ("upstream", "antialias")
 
 DEFAULT_MAX_SIZE = 100_000_000_000  # bytes (100 GB)
 #: ``dtype`` choices: ``auto`` is float32 on CPU and bfloat16 weights on CUDA;
@@ -147,4 +151,4 @@ def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise BadInputError(name, f"{value!r} is not one of {', '.join(choices)}")
 
 
-__all__ = ["DECODERS", "DEFAULT_MAX_SIZE", "DTYPES", "ExtractConfig"]
+__all__ = ["DECODERS", "DEFAULT_MAX_SIZE", "DTYPES", "RESIZES", "SAMPLINGS", "ExtractConfig"]

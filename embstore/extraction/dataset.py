@@ -160,7 +160,7 @@ def make_loader(
     options: dict[str, Any] = {}
     if workers:
         options.update(
-            prefetch_factor=4,
+            prefetch_factor=max(2, -(-8 // workers)),  # >= 8 batches ready, 2 per worker
             worker_init_fn=init_worker,
         )
     return torch.utils.data.DataLoader(

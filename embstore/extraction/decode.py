@@ -243,12 +243,17 @@ def _decode_jpeg_rgb(ds: Any, frames: int, wanted: np.ndarray) -> np.ndarray:
     for index, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=frames)):
         if index in keep:
             with Image.open(BytesIO(frame)) as image:
-                decoded.append(np.asarray(image.convert("RGB")))
+                rgb = image if image.mode == "RGB" else image.convert("RGB")  # no copy if RGB
+                decoded.append(np.asarray(rgb))
         if index >= unique[-1]:
             break
     if len(decoded) != len(unique):
         raise ValueError(f"found {len(decoded)} of {len(unique)} wanted frames")
-    return np.stack(decoded)[inverse.ravel()]
+    stacked = np.stack(decoded)
+    order = inverse.ravel()
+    if len(order) == len(stacked) and (order == np.arange(len(order))).all():
+        return stacked  # each frame once, in order (the usual clip): no second copy
+    return stacked[order]
 
 
 def _to_uint8(array: np.ndarray, bits: int) -> np.ndarray:

@@ -4,8 +4,12 @@ An extractor (the :class:`Extractor` protocol) has a ``name``, a ``dim``, its pr
 (:meth:`Extractor.clip_spec`) and ``tokens(clips) -> (n, tokens, dim)``; the pipeline pools the
 tokens (:mod:`embstore.extraction.pipeline`). :data:`REGISTRY` maps family names to factories
 (``register("name")``), so another family plugs in without touching the pipeline, and the CLI
-takes its ``--family`` choices from it. A factory gets the run's
-:class:`~embstore.extraction.config.ExtractConfig` fields as keywords. A checkpoint is checked
+takes its ``--family`` choices from it. A factory is called with keywords from the run's
+:class:`~embstore.extraction.config.ExtractConfig`: ``checkpoint``, ``model``,
+``checkpoint_key``, ``device``, ``dtype``, ``compile`` and the ``family_options``; it may ignore
+those it does not use. A new family registers itself where it is defined
+(``@register("name")``); import its module here, at the bottom, so the registry (and the CLI)
+sees it. A checkpoint is checked
 against the model it is meant for before any model is built, so a wrong file is refused in
 seconds, in one line.
 """
@@ -17,11 +21,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._fs import file_digest
 from ..errors import BadInputError
-from .preprocess import ClipSpec
+
+if TYPE_CHECKING:  # numpy stays unloaded until a model is built (the CLI reads REGISTRY)
+    from .preprocess import ClipSpec
 
 #: The original V-JEPA2 encoders (facebookresearch/vjepa2), as VJEPA2Config arguments.
 VJEPA2_PRESETS: dict[str, dict[str, Any]] = {
@@ -311,6 +317,8 @@ class VJEPA2Extractor:
         self._sha = sha256(Path(settings.checkpoint))
 
     def clip_spec(self, **settings: Any) -> ClipSpec:
+        from .preprocess import ClipSpec
+
         return ClipSpec(crop=self.crop, **settings)
 
     def token_grid(self, num_frames: int) -> tuple[int, int, int]:

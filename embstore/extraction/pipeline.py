@@ -269,28 +269,9 @@ def _merge(store: str, reports: list[ExtractReport]) -> ExtractReport:
 def _extract(
     root: Path, store: str | os.PathLike[str], config: ExtractConfig, progress: Any
 ) -> ExtractReport:
-    device = pick_device(config.device, config.devices)
     layout = get_layout(config.layout)
     keywords = check_keywords(config.dicom_tags)
-    if config.family not in REGISTRY:
-        msg = f"unknown model family {config.family!r} (have: {', '.join(REGISTRY)})"
-        raise BadInputError("family", msg)
-    extractor = REGISTRY[config.family](  # the checkpoint is checked before any input is read
-        checkpoint=config.checkpoint,
-        model=config.model,
-        checkpoint_key=config.checkpoint_key,
-        device=device,
-        dtype=config.dtype,
-        compile=config.compile,
-        **config.family_options,
-    )
-    spec = extractor.clip_spec(
-        num_frames=config.num_frames,
-        frame_step=config.frame_step,
-        clips=config.clips,
-        sampling=config.sampling,
-        resize=config.resize,
-    )
+    extractor, spec = _build(config)  # the checkpoint is checked before any input is read
     decoder = _decoder(config, extractor.device)
     paths, refused = _inputs(root, config)
     tokens = token_count(extractor.token_grid(config.num_frames), config.pool)
@@ -329,6 +310,31 @@ def _extract(
     for row in report.bad:
         log.warning("skipped %s", row)
     return report
+
+
+def _build(config: ExtractConfig) -> tuple[Extractor, Any]:
+    """The extractor (from the registry) and its preprocessing for ``config``."""
+    device = pick_device(config.device, config.devices)
+    if config.family not in REGISTRY:
+        msg = f"unknown model family {config.family!r} (have: {', '.join(REGISTRY)})"
+        raise BadInputError("family", msg)
+    extractor = REGISTRY[config.family](
+        checkpoint=config.checkpoint,
+        model=config.model,
+        checkpoint_key=config.checkpoint_key,
+        device=device,
+        dtype=config.dtype,
+        compile=config.compile,
+        **config.family_options,
+    )
+    spec = extractor.clip_spec(
+        num_frames=config.num_frames,
+        frame_step=config.frame_step,
+        clips=config.clips,
+        sampling=config.sampling,
+        resize=config.resize,
+    )
+    return extractor, spec
 
 
 def _decoder(config: ExtractConfig, device: Any) -> str:

@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError
+from .config import RESIZES, SAMPLINGS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SAMPLINGS = ("upstream", "centered")
-RESIZES = ("upstream", "antialias")
 
 
 @dataclass(frozen=True)
@@ -110,6 +109,7 @@ def upstream_indices(n_frames: int, fpc: int, step: int, clips: int) -> np.ndarr
     partition = n_frames // clips
     rows = []
     for i in range(clips):
+        picked: np.ndarray
         if partition > clip_len:
             spaced = np.linspace(0, clip_len, num=fpc)
             picked = np.clip(spaced, 0, clip_len - 1).astype(np.int64) + i * partition
