@@ -132,7 +132,7 @@ def resize_on_device(frames: Any, crop: int) -> Any:
 def gpu_jpeg_decoder(device: Any) -> Callable[[list[Any]], list[Any]]:
     """Batched nvJPEG: a list of 1-D uint8 CPU tensors -> a list of ``(3, H, W)`` uint8 on
     ``device``."""
-    from torchvision.io import ImageReadMode, decode_jpeg  # type: ignore[import-not-found]
+    from torchvision.io import ImageReadMode, decode_jpeg
 
     def decode(data: list[Any]) -> list[Any]:
         return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
@@ -163,7 +163,7 @@ def decode_jpeg_items(
 def decode_video_on_device(path: str, indices: Callable[[int], np.ndarray], crop: int, device: Any):
     """A video's wanted frames, decoded by NVDEC and resized on ``device``: ``(frames, crop,
     crop, 3)`` uint8."""
-    from torchcodec.decoders import VideoDecoder  # type: ignore[import-not-found]
+    from torchcodec.decoders import VideoDecoder
 
     decoder = VideoDecoder(path, device=str(device))
     count = decoder.metadata.num_frames or len(decoder)
