@@ -119,14 +119,21 @@ def read_dicom_frames(
     """
     path = Path(path)
     with _quiet_pydicom():
-        ds = _read(path)
-        if "PixelData" not in ds:
-            raise BadInputError(str(path), "no pixel data")
-        frames = _number(ds, "NumberOfFrames", path, cast=int) or 1
-        if frames < 2:
-            raise SingleFrameError(str(path), "single-frame still")
+        ds, frames = _read_cine(path)
         array = _decode_pixels(ds, path, frames, select)
         return array, frame_rate(ds, path), header_labels(ds, keywords)
+
+
+def _read_cine(path: Path) -> tuple[Any, int]:
+    """A multi-frame DICOM's dataset and frame count; one-line errors for a file without pixel
+    data and :class:`SingleFrameError` for a still."""
+    ds = _read(path)
+    if "PixelData" not in ds:
+        raise BadInputError(str(path), "no pixel data")
+    frames = _number(ds, "NumberOfFrames", path, cast=int) or 1
+    if frames < 2:
+        raise SingleFrameError(str(path), "single-frame still")
+    return ds, frames
 
 
 def _decode_pixels(
@@ -202,12 +209,7 @@ def read_dicom_jpeg(
 
     path = Path(path)
     with _quiet_pydicom():
-        ds = _read(path)
-        if "PixelData" not in ds:
-            raise BadInputError(str(path), "no pixel data")
-        frames = _number(ds, "NumberOfFrames", path, cast=int) or 1
-        if frames < 2:
-            raise SingleFrameError(str(path), "single-frame still")
+        ds, frames = _read_cine(path)
         if not is_gpu_jpeg(ds):
             return None
         try:
