@@ -200,7 +200,7 @@ def encoders_alone(bench: Bench, rates: dict[str, float], core: bool) -> None:
 def make_inputs(bench: Bench, n: int) -> None:
     from pydicom.data import get_testdata_file
 
-    source = Path(bench.args.dicom or get_testdata_file("color3d_jpeg_baseline.dcm"))
+    source = Path(str(bench.args.dicom or get_testdata_file("color3d_jpeg_baseline.dcm")))
     for i in range(n):
         folder = bench.inputs / f"p{10000000 + i}" / "s1"
         folder.mkdir(parents=True)
@@ -432,7 +432,7 @@ def deviations(bench: Bench) -> None:
     cpu_crops, gpu_crops = [], []
     for s in starts:
         wanted = s + np.arange(16) * 3
-        cpu_item._frames_wanted = lambda n, w=wanted: w  # type: ignore[method-assign]
+        cpu_item._frames_wanted = lambda n, w=wanted: w  # type: ignore[method-assign,misc]
         cpu_crops.append(cpu_item[0]["clips"])
         gpu_crops.append(decode_jpeg_items([jpeg_frames(ds, frames, wanted)], spec.crop, decode)[0])
     a, b = torch.stack(cpu_crops), torch.stack(gpu_crops).cpu()
