@@ -68,7 +68,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     cv2.setNumThreads(0)
-    source = Path(get_testdata_file("color3d_jpeg_baseline.dcm"))
+    source = Path(str(get_testdata_file("color3d_jpeg_baseline.dcm")))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for i in range(args.inputs):

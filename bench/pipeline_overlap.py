@@ -97,7 +97,7 @@ def make_inputs(root: Path, n: int) -> None:
     """``n`` hard links to the real JPEG echo cine (distinct paths, one file on disk)."""
     from pydicom.data import get_testdata_file
 
-    source = Path(get_testdata_file("color3d_jpeg_baseline.dcm"))
+    source = Path(str(get_testdata_file("color3d_jpeg_baseline.dcm")))
     for i in range(n):
         folder = root / f"p{10000000 + i}" / "s1"
         folder.mkdir(parents=True)
@@ -179,7 +179,7 @@ def main() -> None:
             seconds = float(args.standin_ms) / 1000
         standin = args.batch_size / seconds
         print(f"decode {decode:.1f} clips/s; stand-in {standin:.1f} clips/s", flush=True)
-        rows = []
+        rows: list[tuple[str, float, float, float]] = []
         for name, committer in (
             ("extract(): background commits, batches in flight", pipeline.BackgroundCommitter),
             ("same, commits inline (the loop before)", InlineCommitter),

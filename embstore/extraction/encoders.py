@@ -334,6 +334,27 @@ class VJEPA2Extractor:
             out = self._forward(pixel_values_videos=clips, skip_predictor=True).last_hidden_state
         return out.float()
 
+    def dtype_deviation(self, clips: Any, limit: int = 4) -> dict[str, Any] | None:
+        """How far this run's dtype moves the pooled embedding from float32 weights, on up to
+        ``limit`` of ``clips`` (relative difference); None when it runs in float32."""
+        import copy
+
+        import torch
+
+        if self.dtype == torch.float32 and not self.autocast:
+            return None
+        x = clips[:limit]
+        got = _pooled(self.model, x.to(self.device, self.dtype), self.autocast)  # not compiled
+        reference = copy.deepcopy(self.model).float()
+        expected = _pooled(reference, x.to(self.device, torch.float32), False)
+        del reference
+        rel = (got - expected).norm(dim=1) / expected.norm(dim=1)
+        return {
+            "clips": len(x),
+            "relative_difference_mean": float(rel.mean()),
+            "relative_difference_max": float(rel.max()),
+        }
+
     def describe(self) -> dict[str, Any]:
         import torch
         import transformers
@@ -364,6 +385,14 @@ class VJEPA2Extractor:
             "device": self.device.type,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         }
+
+
+def _pooled(model: Any, clips: Any, autocast: bool) -> Any:
+    import torch
+
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        out = model(pixel_values_videos=clips, skip_predictor=True).last_hidden_state
+    return out.float().mean(dim=1)
 
 
 @register("vjepa2")

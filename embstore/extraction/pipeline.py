@@ -398,6 +398,7 @@ class _Run:
         self.flights: deque[_Flight] = deque()
         self.committer: BackgroundCommitter | None = None
         self._jpeg: Callable[[list[Any]], list[Any]] | None = None
+        self.deviation: dict[str, Any] | None = None
         self.start = time.perf_counter()
 
     def loop(self, dataset: VideoDataset, progress: Progress | None) -> None:
@@ -449,7 +450,11 @@ class _Run:
         return self.spec.normalize(torch.stack(parts), device=self.device)
 
     def _launch(self, batch: dict[str, Any]) -> _Flight:
-        tokens = self.extractor.tokens(self._clips(batch))  # (videos * clips, L, D)
+        clips = self._clips(batch)
+        if self.deviation is None:  # once a run: the dtype's deviation from float32
+            measure = getattr(self.extractor, "dtype_deviation", None)
+            self.deviation = (measure(clips) if measure else None) or {}
+        tokens = self.extractor.tokens(clips)  # (videos * clips, L, D)
         n, per = len(batch["paths"]), self.spec.clips
         vectors = tokens.mean(dim=1).reshape(n, per, -1).mean(dim=1)
         kept = pool_tokens(tokens, self.native, self.config.pool)
@@ -513,6 +518,8 @@ class _Run:
             clips=report.clips,
             seconds=round(report.seconds, 3),
         )
+        if self.deviation:
+            record.update(dtype_deviation=self.deviation)
 
 
 def _to_host(tensor: Any) -> Any:
