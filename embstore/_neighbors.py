@@ -295,14 +295,28 @@ class _NumpyTopK:
             scores[:, skip] = -np.inf
         if banned is not None:
             scores[banned] = -np.inf
+        if self.best.shape[1] < self.k:
+            self.best, self.rows = self._merged(scores, start, self.best, self.rows)
+            return
+        # only queries with a score above their k-th best so far can change (one comparison,
+        # cheaper than a partition of every query's scores)
+        live = np.flatnonzero((scores > self.best.min(axis=1)[:, None]).any(axis=1))
+        if len(live):
+            found = self._merged(scores[live], start, self.best[live], self.rows[live])
+            self.best[live], self.rows[live] = found
+
+    def _merged(
+        self, scores: np.ndarray, start: int, best: np.ndarray, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best of ``best`` and the block's ``scores`` (rows ``start...``)."""
         k = min(self.k, scores.shape[1])
         top = np.argpartition(scores, -k, axis=1)[:, -k:]
-        cand = np.concatenate([self.best, np.take_along_axis(scores, top, 1)], axis=1)
-        rows = np.concatenate([self.rows, top + start], axis=1)
+        cand = np.concatenate([best, np.take_along_axis(scores, top, 1)], axis=1)
+        rows = np.concatenate([rows, top + start], axis=1)
         if cand.shape[1] > self.k:
             keep = np.argpartition(cand, -self.k, axis=1)[:, -self.k :]
             cand, rows = np.take_along_axis(cand, keep, 1), np.take_along_axis(rows, keep, 1)
-        self.best, self.rows = cand, rows
+        return cand, rows
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(-self.best, axis=1, kind="stable")
