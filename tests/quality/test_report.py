@@ -43,7 +43,8 @@ def test_report_is_self_contained_with_valid_pngs(normalized, tmp_path):
 def test_stored_vectors_show_their_run_log_not_an_empty_record(store, tmp_path):
     result = inspect_store(store, report=tmp_path / "rep", sample=10)
     page = (tmp_path / "rep" / "report.html").read_text()
-    provenance = re.search(r"<h2>Provenance of embedding</h2><details><summary>.*?</summary><pre>(.*?)</pre>", page, re.S)
+    folded = r"<h2>Provenance of embedding</h2><details><summary>.*?</summary><pre>(.*?)</pre>"
+    provenance = re.search(folded, page, re.S)
     assert provenance and provenance.group(1).strip() != "{}"
     assert "&quot;action&quot;: &quot;ingest&quot;" in provenance.group(1)
     assert result.summary.provenance["runs"][-1]["status"] == "complete"
