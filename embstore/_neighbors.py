@@ -298,12 +298,24 @@ class _NumpyTopK:
         if self.best.shape[1] < self.k:
             self.best, self.rows = self._merged(scores, start, self.best, self.rows)
             return
-        # only queries with a score above their k-th best so far can change (one comparison,
-        # cheaper than a partition of every query's scores)
-        live = np.flatnonzero((scores > self.best.min(axis=1)[:, None]).any(axis=1))
-        if len(live):
+        # only scores above a query's k-th best so far can enter (one comparison, cheaper
+        # than partitioning every query's scores): few of them are merged by one sort
+        hit_q, hit_r = np.nonzero(scores > self.best.min(axis=1)[:, None])
+        if len(hit_q) == 0:
+            return
+        if len(hit_q) > len(scores) * 4 * self.k:  # many: partition the rows that have some
+            live = np.unique(hit_q)
             found = self._merged(scores[live], start, self.best[live], self.rows[live])
             self.best[live], self.rows[live] = found
+            return
+        n, k = self.best.shape
+        cand = np.concatenate([self.best.ravel(), scores[hit_q, hit_r]])
+        query = np.concatenate([np.repeat(np.arange(n), k), hit_q])
+        rows = np.concatenate([self.rows.ravel(), hit_r + start])
+        order = np.lexsort((-cand, query))  # by query, best first; ties keep earlier rows
+        first = np.searchsorted(query[order], np.arange(n))
+        picked = order[first[:, None] + np.arange(k)[None, :]]  # each query has >= k
+        self.best, self.rows = cand[picked], rows[picked]
 
     def _merged(
         self, scores: np.ndarray, start: int, best: np.ndarray, rows: np.ndarray
