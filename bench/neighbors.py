@@ -10,6 +10,9 @@ for the baselines), 100 query vectors, k = 10, cosine:
   installed (all queries in one call; table creation timed apart).
 
 Each result set is checked against the brute force (same rows per query, ties aside).
+``embstore.neighbors`` runs numpy (float32 BLAS) products on blocks read by several threads,
+and never imports torch unless asked for a device. Approximate search (faiss IVF) is timed by
+``bench/analysis.py`` on clustered data (random Gaussian rows have no neighbours to find).
 Usage: ``python bench/neighbors.py [--workdir /tmp/embstore-bench] [--scale 1.0]``
 """
 

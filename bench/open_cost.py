@@ -11,7 +11,12 @@ rows grouped by subject) and the merged ``.pt`` of the same rows, then measures,
 - open + ``ds.where(ds.subject == s, drop=True)`` + the rows' embeddings (xarray's ``where``
   compares every coordinate while merging, so it reads every label),
 - open + ``ds.sel(path=p)`` (reads ``path`` and builds the index),
-- open + every label read (what ``embstore.open`` itself cost when it loaded them all).
+- open + every label read (what ``embstore.open`` itself cost when it loaded them all),
+- open the previous version + ``ds.emb.rows(subject=...)`` + the rows' embeddings.
+
+Labels come from the label cache (``embstore.store.label_cache``: codes + dictionary per
+label and version) after the first read of each version; ``--cold`` empties it before every
+measurement, to time the first read of a version.
 
 Usage: ``python bench/open_cost.py [--workdir /tmp/embstore-bench] [--scale 1.0]``
 """
@@ -19,6 +24,8 @@ Usage: ``python bench/open_cost.py [--workdir /tmp/embstore-bench] [--scale 1.0]
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,6 +45,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-torch", action="store_true", help="Skip the merged .pt load.")
+    parser.add_argument("--cold", action="store_true", help="Empty the label cache each time.")
     args = parser.parse_args()
     rows = int(500_000 * args.scale)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -47,6 +55,11 @@ def main() -> None:
     print(f"store ready ({time.perf_counter() - start:.1f} s)", flush=True)
     first = embstore.open(big)
     subject, path = first.subject.values[rows // 2], first.path.values[rows // 2]
+    # the version before the newest that has rows (row 0's subject is in every one of them)
+    previous = next((v.id for v in embstore.log(big)[1:] if v.rows), embstore.log(big)[0].id)
+    cache = args.workdir / "label-cache"
+    os.environ["EMBSTORE_CACHE_DIR"] = str(cache)
+    setup = (lambda: shutil.rmtree(cache, ignore_errors=True)) if args.cold else None
 
     def plain() -> None:
         from embstore.store.repo import readonly_group
@@ -62,6 +75,10 @@ def main() -> None:
         ds = embstore.open(big)
         assert ds.where(ds.subject == subject, drop=True).embedding.values.shape[0] > 0
 
+    def previous_query() -> None:
+        picked = embstore.open(big, version=previous).emb.rows(subject=first.subject.values[0])
+        assert picked.embedding.values.shape[0] > 0
+
     def sel_path() -> None:
         assert embstore.open(big).sel(path=path).embedding.values.shape == (1024,)
 
@@ -71,15 +88,15 @@ def main() -> None:
             if coord.dims == ("sample",):
                 assert len(coord.values) == rows
 
+    r = args.repeat
     timings = {
-        "xr.open_zarr (plain xarray, dask labels)": best_of(args.repeat, plain),
-        "embstore.open (nothing read)": best_of(args.repeat, lambda: embstore.open(big)),
-        "open + ds.emb.rows(subject=...) + embeddings": best_of(args.repeat, rows_query),
-        "open + ds.where(subject == ..., drop=True) + embeddings": best_of(
-            args.repeat, where_query
-        ),
-        "open + ds.sel(path=...) (index built)": best_of(args.repeat, sel_path),
-        "open + every label read": best_of(args.repeat, every_label),
+        "xr.open_zarr (plain xarray, dask labels)": best_of(r, plain),
+        "embstore.open (nothing read)": best_of(r, lambda: embstore.open(big)),
+        "open + ds.emb.rows(subject=...) + embeddings": best_of(r, rows_query, setup),
+        "open + ds.where(subject == ..., drop=True) + embeddings": best_of(r, where_query, setup),
+        "open + ds.sel(path=...) (index built)": best_of(r, sel_path, setup),
+        "open + every label read": best_of(r, every_label, setup),
+        "open previous version + ds.emb.rows(subject=...)": best_of(r, previous_query, setup),
     }
     for what, seconds in timings.items():
         print(f"{what}: {seconds:.3f} s", flush=True)

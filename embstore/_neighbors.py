@@ -298,14 +298,40 @@ class _NumpyTopK:
             scores[:, skip] = -np.inf
         if banned is not None:
             scores[banned] = -np.inf
+        if self.best.shape[1] < self.k:
+            self.best, self.rows = self._merged(scores, start, self.best, self.rows)
+            return
+        # only scores above a query's k-th best so far can enter (one comparison, cheaper
+        # than partitioning every query's scores): few of them are merged by one sort
+        hit_q, hit_r = np.nonzero(scores > self.best.min(axis=1)[:, None])
+        if len(hit_q) == 0:
+            return
+        if len(hit_q) > len(scores) * 4 * self.k:  # many: partition the rows that have some
+            live = np.unique(hit_q)
+            found = self._merged(scores[live], start, self.best[live], self.rows[live])
+            self.best[live], self.rows[live] = found
+            return
+        n, k = self.best.shape
+        cand = np.concatenate([self.best.ravel(), scores[hit_q, hit_r]])
+        query = np.concatenate([np.repeat(np.arange(n), k), hit_q])
+        rows = np.concatenate([self.rows.ravel(), hit_r + start])
+        order = np.lexsort((-cand, query))  # by query, best first; ties keep earlier rows
+        first = np.searchsorted(query[order], np.arange(n))
+        picked = order[first[:, None] + np.arange(k)[None, :]]  # each query has >= k
+        self.best, self.rows = cand[picked], rows[picked]
+
+    def _merged(
+        self, scores: np.ndarray, start: int, best: np.ndarray, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best of ``best`` and the block's ``scores`` (rows ``start...``)."""
         k = min(self.k, scores.shape[1])
         top = np.argpartition(scores, -k, axis=1)[:, -k:]
-        cand = np.concatenate([self.best, np.take_along_axis(scores, top, 1)], axis=1)
-        rows = np.concatenate([self.rows, top + start], axis=1)
+        cand = np.concatenate([best, np.take_along_axis(scores, top, 1)], axis=1)
+        rows = np.concatenate([rows, top + start], axis=1)
         if cand.shape[1] > self.k:
             keep = np.argpartition(cand, -self.k, axis=1)[:, -self.k :]
             cand, rows = np.take_along_axis(cand, keep, 1), np.take_along_axis(rows, keep, 1)
-        self.best, self.rows = cand, rows
+        return cand, rows
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(-self.best, axis=1, kind="stable")

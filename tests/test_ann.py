@@ -111,10 +111,12 @@ def test_cli_index_then_quiet_neighbors_prints_the_table(store):
     assert query in shown.output and "rank" in shown.output and "score" in shown.output
 
 
-def test_exact_search_never_imports_torch(store):
+def test_open_select_and_exact_search_never_import_torch(store):
     code = (
         "import sys, numpy as np, embstore\n"
-        f"t = embstore.neighbors({str(store)!r}, np.ones({DIM}, np.float32), k=3)\n"
+        f"ds = embstore.open({str(store)!r})\n"
+        "assert ds.emb.rows(subject='p3').embedding.values.shape[0] == 8\n"
+        f"t = embstore.neighbors(ds, np.ones({DIM}, np.float32), k=3)\n"
         "assert len(t) == 3\n"
         "print('torch' in sys.modules)\n"
     )

@@ -11,9 +11,10 @@ import xarray as xr
 import embstore
 from embstore.store import StoreWriter
 
-ROOT = Path(__file__).resolve().parents[1]
-while not (ROOT / "pyproject.toml").exists():  # tests may sit in subfolders
-    ROOT = ROOT.parent
+# the project of the embstore under test (tests may sit in subfolders of another checkout)
+ROOT = Path(embstore.__file__).resolve().parents[1]
+if not (ROOT / "pyproject.toml").exists():  # an installed embstore: this checkout's
+    ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 
 
 def test_flox_and_faiss_are_declared():

@@ -1,7 +1,5 @@
-"""``ds.emb.torch_dataset``: rows for a probe, torch imported only when asked for."""
-
-import subprocess
-import sys
+"""``ds.emb.torch_dataset``: rows for a probe (that opening and selecting rows never import
+torch is checked in test_ann.py, in the same subprocess as exact search)."""
 
 import numpy as np
 import pytest
@@ -37,14 +35,3 @@ def test_nonfinite_rows_are_left_out_and_errors_name_things(store):
         ds.emb.torch_dataset(label="colour")
     with pytest.raises(EmbstoreError, match="'normalised'"):
         ds.emb.torch_dataset(variable="normalised")
-
-
-def test_opening_and_selecting_never_import_torch(store):
-    code = (
-        "import sys, embstore\n"
-        f"ds = embstore.open({str(store)!r})\n"
-        "ds.emb.rows(category='category001').embedding.values\n"
-        "print('torch' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"

@@ -15,12 +15,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..store import SAMPLE
-from .stats import PCA, Summary, known
+from .stats import DEPARTURE, MAX_COLOUR_GROUPS, PCA, Summary, group_departures, known
 
-#: Row positions: a list or an integer array.
+#: Row indices: a list or a numpy array of them.
 Rows = Sequence[int] | np.ndarray
-
-_MAX_CATEGORIES = 20
+_MAX_CATEGORIES = MAX_COLOUR_GROUPS
+#: Bands a number with more than :data:`MAX_COLOUR_GROUPS` values is cut into (heatmap).
+_BANDS = 8
 #: Most tick labels drawn along a heatmap axis (groups in between are unlabelled).
 _MAX_TICKS = 24
 #: Subjects drawn by :func:`plot_before_after` (those with most rows, plus every excluded one).
@@ -57,7 +58,10 @@ def plot_cosine_heatmap(
     fig.colorbar(image, ax=ax, label="cosine similarity (1st-99th percentile)", shrink=0.8)
     title = f"cosine similarity of {len(rows)} sampled rows"
     if order_by is not None:
-        _group_ticks(ax, _label_text(np.asarray(ds[order_by].values)[np.asarray(rows)]))
+        values = np.asarray(ds[order_by].values)[np.asarray(rows)]
+        text = _groups(values, _BANDS) if _many(values) else _label_text(values)
+        if len(np.unique(text)) <= MAX_COLOUR_GROUPS:  # more: lines would hide the picture
+            _group_ticks(ax, text)
         ax.set_xlabel(f"rows, ordered by {order_by}")
         ax.set_ylabel(order_by)
         title += f", ordered by {order_by}"
@@ -66,6 +70,12 @@ def plot_cosine_heatmap(
         ax.set_ylabel("row")
     ax.set_title(title)
     return fig
+
+
+def _many(values: np.ndarray) -> bool:
+    """A number with more values than a picture can tell apart (drawn as bands)."""
+    given = known(values)
+    return values.dtype.kind in "iuf" and len(np.unique(values[given])) > MAX_COLOUR_GROUPS
 
 
 def _group_ticks(ax: Axes, values: np.ndarray) -> None:
@@ -184,17 +194,17 @@ def plot_profiles(
     variable: str = "embedding",
     group_by: str | None = None,
     groups: int = PROFILE_GROUPS,
+    chosen: Sequence[str] | None = None,
 ) -> Figure:
     """Per-dimension mean ± std of the sampled rows of the ``groups`` largest groups of
-    ``group_by`` (one panel each), over the mean ± std of all sampled rows in grey."""
+    ``group_by`` (or of the ``chosen`` ones, e.g. :func:`departing_groups`; one panel each),
+    over the mean ± std of all sampled rows in grey."""
     x = _rows(ds, variable, rows)
     x = np.where(np.isfinite(x), x, np.nan)
-    if group_by is None:
-        text = np.full(len(rows), "all rows")
-    else:
-        text = _groups(np.asarray(ds[group_by].values)[np.asarray(rows)], groups)
-    values, counts = np.unique(text, return_counts=True)
-    chosen = values[np.lexsort((values, -counts))][:groups]
+    text = _profile_text(ds, rows, group_by, groups)
+    if chosen is None:
+        values, counts = np.unique(text, return_counts=True)
+        chosen = list(values[np.lexsort((values, -counts))][:groups])
     if group_by is not None and ds[group_by].dtype.kind in "iuf":  # numbers in their order
         raw = np.asarray(ds[group_by].values)[np.asarray(rows)]
         chosen = np.asarray(
@@ -226,6 +236,31 @@ def plot_profiles(
 
 
 _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
+
+
+def _profile_text(ds: xr.Dataset, rows: Rows, group_by: str | None, groups: int) -> np.ndarray:
+    if group_by is None:
+        return np.full(len(rows), "all rows")
+    return _groups(np.asarray(ds[group_by].values)[np.asarray(rows)], groups)
+
+
+def departing_groups(
+    ds: xr.Dataset,
+    rows: Rows,
+    *,
+    variable: str = "embedding",
+    group_by: str | None = None,
+    groups: int = PROFILE_GROUPS,
+) -> list[str]:
+    """The (at most ``groups``) groups of ``group_by`` whose mean vector departs from all
+    sampled rows beyond noise (:func:`~embstore.quality.stats.group_departures` above
+    :data:`~embstore.quality.stats.DEPARTURE`), most departing first; ``[]`` when none does,
+    so that a report shows only panels that differ."""
+    if group_by is None:
+        return []
+    text = _profile_text(ds, rows, group_by, groups)
+    departures = group_departures(_rows(ds, variable, rows), text)
+    return [str(g) for g in departures[departures > DEPARTURE].index[:groups]]
 
 
 def _groups(values: np.ndarray, groups: int) -> np.ndarray:
@@ -267,17 +302,23 @@ def plot_before_after(
     variable: str,
     source: str,
     excluded_subjects: Sequence[str] = (),
+    categories: Sequence[str] | None = None,
 ) -> Figure:
     """The same sampled rows before (``source``) and after (``variable``) normalization, each
     projected on its own first two principal axes (fit on these rows), and below how far each
     subject's mean sits from the statistics' mean after normalization. Subjects left out of
-    the statistics are marked in red."""
+    the statistics are marked in red; with ``categories`` (the list the statistics were
+    limited to) rows of other categories are marked apart, as "outside the categories list"."""
     subjects = (
         np.asarray(ds["subject"].values).astype(str)[np.asarray(rows)]
         if "subject" in ds.coords
         else np.full(len(rows), "")
     )
     excluded = np.isin(subjects, np.asarray(list(excluded_subjects), dtype=str))
+    outside = np.zeros(len(rows), dtype=bool)
+    if categories is not None and "category" in ds.coords:
+        cats = np.asarray(ds["category"].values).astype(str)[np.asarray(rows)]
+        outside = ~np.isin(cats, np.asarray(list(categories), dtype=str)) & ~excluded
     fig = Figure(figsize=(12, 8.5), layout="constrained")
     axes = fig.subplot_mosaic([[source, variable], ["subjects", "subjects"]], height_ratios=[5, 3])
     after = np.empty((0, 0))
@@ -290,8 +331,17 @@ def plot_before_after(
         _, s, vt = np.linalg.svd(centred, full_matrices=False)
         points = centred @ vt[:2].T
         share = s[:2] ** 2 / max((s**2).sum(), 1e-300)
-        kept = ~excluded
+        kept = ~excluded & ~outside
         ax.scatter(points[kept, 0], points[kept, 1], s=8, alpha=0.6, label="in the statistics")
+        if outside.any():
+            ax.scatter(
+                points[outside, 0],
+                points[outside, 1],
+                s=14,
+                marker="^",
+                color="grey",
+                label=f"outside the categories list ({int(outside.sum())} rows)",
+            )
         if excluded.any():
             ax.scatter(
                 points[excluded, 0],
@@ -305,6 +355,7 @@ def plot_before_after(
         ax.set_xlabel(f"PC1 ({share[0]:.1%})")
         ax.set_ylabel(f"PC2 ({share[1]:.1%})" if len(share) > 1 else "PC2")
         ax.legend(fontsize=7, loc="best")
+    assert after is not None  # the loop ran over (source, variable)
     _subject_offsets(axes["subjects"], after, subjects, set(subjects[excluded]), variable)
     fig.suptitle(f"{len(rows)} sampled rows before and after normalization (axes fit on them)")
     return fig

@@ -17,6 +17,7 @@ import xarray as xr
 from .._fs import write_text
 from ..store import SAMPLE
 from .plots import (
+    departing_groups,
     plot_before_after,
     plot_cosine_heatmap,
     plot_distributions,
@@ -37,14 +38,16 @@ CAPTIONS = {
     " over every row (dead or extreme dimensions stand out).",
     "pca.png": "the first two principal axes coloured by a label, and how many components hold"
     " 95% of the variance.",
-    "profiles.png": "per-dimension mean ± std of the largest groups against all sampled rows:"
-    " where a group departs from the black line, its vectors differ.",
+    "profiles.png": "per-dimension mean ± std of the groups whose mean departs most from all"
+    " sampled rows (beyond noise) against the black line: where they part, their vectors differ.",
     "l2_norms.png": "the length of every finite row; outliers and several modes show here.",
     "before_after.png": "the same rows before and after normalization; subjects left out of the"
-    " statistics are marked with crosses.",
+    " statistics are marked with crosses, rows outside the categories list with grey triangles.",
 }
 #: Values listed per label before "N more".
 COUNT_ROWS = 15
+#: A label with more values than this is summarised (values, rows per value) above its list.
+LARGE_LABEL = 50
 
 # Marks the page as loaded only once every image decoded (checked by the headless-browser test).
 _LOAD_CHECK = """<script>
@@ -75,17 +78,20 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     order_by = result.color_by
     rows = sample_rows(ds, sample, seed=seed, order_by=order_by)
-    figures = _figures(ds, result, scanned, rows) if len(rows) else {}
+    figures, notes = _figures(ds, result, scanned, rows) if len(rows) else ({}, [])
     for name, fig in figures.items():
         fig.savefig(out / name, dpi=110)
+    if result.color_by is None:
+        notes.insert(0, "pictures are not coloured: no label has values in at most 20 groups"
+                     " (pass color_by / --color-by to choose one)")  # fmt: skip
     page = out / "report.html"
-    write_text(page, _html(result, out, list(figures), len(rows), seed))
+    write_text(page, _html(result, out, list(figures), len(rows), seed, notes))
     return page
 
 
 def _figures(
     ds: xr.Dataset, result: InspectResult, scanned: Scan, rows: np.ndarray
-) -> dict[str, Figure]:
+) -> tuple[dict[str, Figure], list[str]]:
     variable, colour = result.variable, result.color_by
     source = result.summary.provenance.get("source")
     if not (isinstance(source, str) and source in ds.data_vars and source != variable):
@@ -97,9 +103,17 @@ def _figures(
         "cosine_similarity.png": plot_cosine_heatmap(ds, rows, variable=variable, order_by=colour),
         "distributions.png": plot_distributions(ds, result.summary, rows, variable=variable),
         "pca.png": plot_pca(ds, pca(scanned), rows, variable=variable, color_by=colour),
-        "profiles.png": plot_profiles(ds, rows, variable=variable, group_by=colour),
-        "l2_norms.png": plot_norms(result.summary),
     }
+    notes = []
+    differing = departing_groups(ds, rows, variable=variable, group_by=colour)
+    if differing:
+        figures["profiles.png"] = plot_profiles(
+            ds, rows, variable=variable, group_by=colour, chosen=differing
+        )
+    elif colour is not None:
+        notes.append(f"no {colour} group's mean departs from the others beyond noise: the"
+                     " per-group profiles would look alike and are left out")  # fmt: skip
+    figures["l2_norms.png"] = plot_norms(result.summary)
     if source is not None:
         figures["before_after.png"] = plot_before_after(
             ds,
@@ -107,19 +121,29 @@ def _figures(
             variable=variable,
             source=source,
             excluded_subjects=result.summary.provenance.get("exclude_subjects", []),
+            categories=result.summary.provenance.get("categories"),
         )
-    return figures
+    return figures, notes
 
 
-def _counts(name: str, series: pd.Series) -> str:
-    """Rows per value, most rows first, the tail folded into "N more"."""
-    shown = [[k, v] for k, v in series.iloc[:COUNT_ROWS].items()]
+def _counts(name: str, series: pd.Series, aliases: list[str]) -> str:
+    """Rows per value, most rows first, the tail folded into "N more"; a label with many
+    values summarised first; labels that group rows the same way named together."""
+    shown: list[list[object]] = [[k, v] for k, v in series.iloc[:COUNT_ROWS].items()]
     rest = series.iloc[COUNT_ROWS:]
     if len(rest):
         shown.append([f"{len(rest)} more values", int(rest.sum())])
-    title = f"rows per {name} ({len(series)} value{'s' if len(series) != 1 else ''})"
+    also = f" (= {', '.join(aliases)})" if aliases else ""
+    title = f"rows per {name}{also} ({len(series)} value{'s' if len(series) != 1 else ''})"
+    note = ""
+    if len(series) > LARGE_LABEL:
+        per = series.drop("(missing)", errors="ignore")
+        note = (
+            f"<p>{len(per):,} values; rows per value: min {int(per.min())}, median "
+            f"{float(per.median()):g}, max {int(per.max())}</p>"
+        )
     return (
-        f'<div class="count"><h3>{html.escape(title)}</h3>'
+        f'<div class="count"><h3>{html.escape(title)}</h3>{note}'
         + _table([name, "rows"], shown)
         + "</div>"
     )
@@ -133,7 +157,9 @@ def _table(headers: list[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _html(result: InspectResult, out: Path, images: list[str], sampled: int, seed: int) -> str:
+def _html(
+    result: InspectResult, out: Path, images: list[str], sampled: int, seed: int, notes: list[str]
+) -> str:
     checks = [
         [
             name,
@@ -155,7 +181,11 @@ def _html(result: InspectResult, out: Path, images: list[str], sampled: int, see
         ]
         for stat in ("mean", "std", "min", "max")
     ]
-    counts = "".join(_counts(name, series) for name, series in result.summary.counts.items())
+    aliases = result.summary.aliases
+    counts = "".join(
+        _counts(name, series, aliases.get(name, []))
+        for name, series in result.summary.counts.items()
+    )
     counts = f'<div class="counts">{counts}</div>' if counts else ""
     pictures = "".join(
         f'<figure><a href="{name}"><img alt="{name}" src="data:image/png;base64,'
@@ -163,6 +193,9 @@ def _html(result: InspectResult, out: Path, images: list[str], sampled: int, see
         for name in images
     )
     provenance = html.escape(json.dumps(result.summary.provenance, indent=2, default=str))
+    folded = html.escape(_provenance_line(result.summary.provenance))
+    remarks = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    remarks = f"<ul class=notes>{remarks}</ul>" if remarks else ""
     verdict = "all checks passed" if result.passed else "some checks FAILED"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>embstore inspect: {html.escape(result.store)}</title>
@@ -174,9 +207,20 @@ figure{{margin:1.5em 0}}figcaption{{font-size:14px;color:#333}}pre{{background:#
 <p>Store <code>{html.escape(result.store)}</code>, variable <b>{html.escape(result.variable)}</b>,
 {result.summary.rows} rows: <b>{verdict}</b>. Checks and statistics cover every row; pictures use
 {sampled} rows sampled with seed {seed}.</p>
-<h2>Provenance of {html.escape(result.variable)}</h2><pre>{provenance}</pre>
 <h2>Health checks</h2>{_table(["check", "result", "count", "what", "examples"], checks)}
 <h2>Statistics</h2><h3>L2 norms</h3>{_table(["statistic", "value"], norms)}
 <h3>Per-feature statistics (min / median / max over features)</h3>{_table(["statistic", "min", "median", "max"], feature_rows)}
-{counts}<h2>Pictures</h2>{pictures}</body></html>
+{counts}<h2>Pictures</h2>{remarks}{pictures}
+<h2>Provenance of {html.escape(result.variable)}</h2><details><summary>{folded}</summary><pre>{provenance}</pre></details></body></html>
 """
+
+
+def _provenance_line(record: dict[str, object]) -> str:
+    """One line for the folded provenance: what made the variable, in a few words."""
+    runs = record.get("runs")
+    if isinstance(runs, list):
+        actions = ", ".join(str(r.get("action")) for r in runs[-4:] if isinstance(r, dict))
+        return f"model {record.get('model') or 'unknown'}; {len(runs)} runs ({actions}); show all"
+    keys = ("source", "exclude_subjects", "categories", "rows_used", "time")
+    shown = "; ".join(f"{k} {record[k]}" for k in keys if record.get(k) not in (None, [], ""))
+    return (shown[:200] or "no record") + "; show all"

@@ -32,7 +32,13 @@ EXAMPLES = 10
 
 _FINGERPRINT_SEED = 20261122
 #: Labels tried first when no colour is asked for (in this order).
-_PREFERRED = {"age_mo": 0, "subject": 1, "category": 2}
+_PREFERRED = {"age_mo": 0, "category": 1, "study": 2, "subject": 3}
+#: Most groups a string label may have to colour pictures by default (more draw a mesh of
+#: separator lines and an unreadable legend); numbers are drawn as bands whatever their count.
+MAX_COLOUR_GROUPS = 20
+#: A group's mean "departs" when the RMS over features of its z-score (against the mean of
+#: all sampled rows, in standard errors of a group that size) exceeds this; noise gives ~1.
+DEPARTURE = 2.0
 
 
 @dataclass
@@ -267,6 +273,8 @@ class Summary:
     norms: xr.DataArray
     counts: dict[str, pd.Series]
     provenance: dict[str, Any]
+    #: labels left out of ``counts`` because they group rows as another does: kept -> aliases
+    aliases: dict[str, list[str]] = field(default_factory=dict)
 
     def norm_stats(self) -> pd.Series:
         finite = self.norms.values[np.isfinite(self.norms.values)]
@@ -306,18 +314,69 @@ def known(values: np.ndarray) -> np.ndarray:
 
 
 def check_label(ds: xr.Dataset, name: str | None) -> str | None:
-    """``name`` if it is a label of ``ds``; with ``None``, the first label that has values.
+    """``name`` if it is a label of ``ds``; with ``None``, the first label (age, category,
+    study, subject, then the others, aliases skipped) that has values and either is a number
+    (drawn as bands) or has at most :data:`MAX_COLOUR_GROUPS` values; ``None`` if none has.
 
     Raises :class:`EmbstoreError` naming the labels there are.
     """
     names = labels(ds)
     if name is None:
-        preferred = sorted(names, key=lambda n: (n not in _PREFERRED, _PREFERRED.get(n, 0)))
-        return next((n for n in preferred if known(ds[n].values).any()), None)
+        kept = list(redundant_labels(ds))
+        preferred = sorted(kept, key=lambda n: (n not in _PREFERRED, _PREFERRED.get(n, 0)))
+        return next((n for n in preferred if _colourable(np.asarray(ds[n].values))), None)
     if name not in names:
         msg = f"color_by={name!r} is not a label; labels: {', '.join(sorted(names)) or '(none)'}"
         raise EmbstoreError(msg)
     return name
+
+
+def _colourable(values: np.ndarray) -> bool:
+    given = known(values)
+    if not given.any():
+        return False
+    return values.dtype.kind in "iuf" or len(pd.unique(values[given])) <= MAX_COLOUR_GROUPS
+
+
+def redundant_labels(ds: xr.Dataset) -> dict[str, list[str]]:
+    """Labels that split the rows into the same groups, merged: ``{kept: [aliases]}`` in the
+    labels' order (``subject`` keeps ``subject_id`` when every subject has one id).
+
+    The shorter name is kept. Labels with a single value (e.g. all missing) are never merged.
+    """
+    names = labels(ds)
+    codes = {n: pd.factorize(np.asarray(ds[n].values))[0] for n in names}
+    kept: dict[str, list[str]] = {}
+    for name in sorted(names, key=lambda n: (len(n), n)):
+        twin = next((k for k in kept if _same_groups(codes[k], codes[name])), None)
+        if twin is None:
+            kept[name] = []
+        else:
+            kept[twin].append(name)
+    return {n: kept[n] for n in names if n in kept}
+
+
+def _same_groups(a: np.ndarray, b: np.ndarray) -> bool:
+    groups = int(a.max(initial=0)) + 1
+    if groups < 2 or groups != int(b.max(initial=0)) + 1:
+        return False
+    return len(np.unique(a.astype(np.int64) * groups + b)) == groups
+
+
+def group_departures(x: np.ndarray, groups: np.ndarray, *, min_rows: int = 3) -> pd.Series:
+    """Per group: the RMS over features of ``(group mean - mean of all rows) / (std of all
+    rows / sqrt(group rows))``, most departing first. Noise alone gives about 1; groups
+    with fewer than ``min_rows`` rows are left out."""
+    x = np.where(np.isfinite(x), x, np.nan)
+    mean, std = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
+    std = np.where(std > 0, std, np.inf)
+    found = {}
+    for value in pd.unique(groups):
+        part = x[groups == value]
+        if len(part) >= min_rows:
+            z = (np.nanmean(part, axis=0) - mean) / (std / np.sqrt(len(part)))
+            found[value] = float(np.sqrt(np.nanmean(z**2)))
+    return pd.Series(found, dtype=float).sort_values(ascending=False, kind="stable")
 
 
 def summary(
@@ -328,8 +387,9 @@ def summary(
     sc = ds if isinstance(ds, Scan) else scan(ds, variable=variable)
     frame = ds if isinstance(ds, xr.Dataset) else source
     counts = {}
-    for name in labels(frame) if frame is not None else []:
-        assert frame is not None, "labels() of None is empty"
+    merged = redundant_labels(frame) if frame is not None else {}
+    for name in merged:
+        assert frame is not None
         values = pd.Series(np.asarray(frame[name].values))
         table = values[known(values.to_numpy())].value_counts()
         table = table.iloc[np.lexsort((table.index.to_numpy(), -table.to_numpy()))]
@@ -341,7 +401,8 @@ def summary(
     norms = xr.DataArray(
         sc.norms, dims=(SAMPLE,), coords={"path": (SAMPLE, sc.paths)}, name="l2_norm"
     )
-    return Summary(sc.variable, sc.rows, sc.features, norms, counts, sc.provenance)
+    aliases = {k: v for k, v in merged.items() if v}
+    return Summary(sc.variable, sc.rows, sc.features, norms, counts, sc.provenance, aliases)
 
 
 def sample_rows(

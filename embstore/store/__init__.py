@@ -9,7 +9,10 @@
   record, and why one is stale;
 - :mod:`.read`: ``open_store(store, version=...)`` -> :class:`xarray.Dataset`;
 - :mod:`.history`: log, tag, restore, gc;
-- :mod:`.schema`: the versioned schema in ``schemas/``.
+- :mod:`.schema`: the versioned schema in ``schemas/``;
+- :mod:`.attachments`: derived arrays kept beside the rows as a version (search indexes);
+- :mod:`.label_cache`: labels as codes + dictionary per version, cached outside the store;
+- :mod:`.tags`: listing tags.
 """
 
 from .history import GcReport, RestoreReport, VersionInfo, gc, log, parse_age, restore, tag

@@ -30,11 +30,12 @@ def test_report_is_self_contained_with_valid_pngs(normalized, tmp_path):
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing from the network
     linked = re.findall(r'href="([^"]+\.png)"', page)
     on_disk = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
-    assert sorted(linked) == on_disk and "before_after.png" in on_disk and len(on_disk) == 6
+    assert sorted(linked) == on_disk and "before_after.png" in on_disk and len(on_disk) == 5
+    assert "profiles.png" not in on_disk and "would look alike and are left out" in page
     for name in linked:
         assert (tmp_path / "rep" / name).read_bytes().startswith(PNG)
     images = _images(page)
-    assert len(images) == 6 and all(i.startswith(PNG) for i in images)
+    assert len(images) == 5 and all(i.startswith(PNG) for i in images)
     assert result.report == str(tmp_path / "rep" / "report.html")
     assert result.color_by == "age_mo"  # the default: a label with values
 
@@ -42,7 +43,8 @@ def test_report_is_self_contained_with_valid_pngs(normalized, tmp_path):
 def test_stored_vectors_show_their_run_log_not_an_empty_record(store, tmp_path):
     result = inspect_store(store, report=tmp_path / "rep", sample=10)
     page = (tmp_path / "rep" / "report.html").read_text()
-    provenance = re.search(r"<h2>Provenance of embedding</h2><pre>(.*?)</pre>", page, re.S)
+    folded = r"<h2>Provenance of embedding</h2><details><summary>.*?</summary><pre>(.*?)</pre>"
+    provenance = re.search(folded, page, re.S)
     assert provenance and provenance.group(1).strip() != "{}"
     assert "&quot;action&quot;: &quot;ingest&quot;" in provenance.group(1)
     assert result.summary.provenance["runs"][-1]["status"] == "complete"
@@ -110,7 +112,7 @@ def test_report_loads_in_headless_chromium(normalized, tmp_path):
     dom = subprocess.run(
         [browser, *_FLAGS, profile, "--dump-dom", page], capture_output=True, text=True, timeout=120
     ).stdout
-    assert 'data-loaded="ok"' in dom and 'data-images="6"' in dom
+    assert 'data-loaded="ok"' in dom and 'data-images="5"' in dom
     assert "data-errors" not in dom
     shot = tmp_path / "shot.png"
     subprocess.run(
