@@ -24,10 +24,10 @@ from .keys import check_keys
 from .labels import Layout, get_layout, read_categories
 from .labels_csv import LabelsTable, label_columns, read_labels_csv
 from .store import AppendResult, StoreWriter, is_store
-from .store.committer import BackgroundCommitter
+from .store.committer import AlignedCommitter
 from .store.layout import DEFAULT_BATCH_ROWS, row_chunk_for_ingest
 from .store.location import StoreLike
-from .store.writer import AlignedBatches, RunRecord
+from .store.writer import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +221,11 @@ class _Plan:
 
 
 class _Run:
-    """One ingest: reads batches, labels them, and commits them in order on a background
-    thread (:class:`~embstore.store.committer.BackgroundCommitter`; file writes release the
-    GIL), overlapping the reading of the next batches; at most COMMITS_IN_FLIGHT batches wait,
-    so memory stays bounded. The store's run record and the committer live in ``stack``."""
+    """One ingest: reads batches, labels them, and commits them in order, cut at chunk edges,
+    on a background thread (:class:`~embstore.store.committer.AlignedCommitter`; file writes
+    release the GIL), overlapping the reading of the next batches; at most COMMITS_IN_FLIGHT
+    batches wait, so memory stays bounded. The store's run record and the committer live in
+    ``stack``."""
 
     def __init__(
         self,
@@ -241,8 +242,7 @@ class _Run:
         self.report = IngestReport(store=str(store))
         self.writer: StoreWriter | None = None
         self.record: RunRecord | None = None
-        self.committer: BackgroundCommitter | None = None
-        self.aligned: AlignedBatches | None = None
+        self.committer: AlignedCommitter | None = None
         if is_store(store):
             self._open(StoreWriter(store, on_duplicate=on_duplicate))
 
@@ -250,8 +250,9 @@ class _Run:
         self.writer = writer
         self.report.rows = writer.rows
         self.record = self.stack.enter_context(writer.run("ingest", self.plan.run_info))
-        committer = BackgroundCommitter(writer, in_flight=COMMITS_IN_FLIGHT, on_result=self._count)
-        self.committer = self.stack.enter_context(committer)  # leaves before the run record
+        committer = AlignedCommitter(writer, in_flight=COMMITS_IN_FLIGHT, on_result=self._count)
+        # leaves before the run record; commits end on chunk edges: no chunk is written twice
+        self.committer = self.stack.enter_context(committer)
 
     def _already_stored(self, path: str) -> bool:
         return (
@@ -260,14 +261,11 @@ class _Run:
 
     def read_all(self, *, batch_rows: int, skip_bad: bool, progress: Progress | None) -> None:
         """Read, label and commit every source's batches; on an error, what was read and is
-        good (the rows kept back for a chunk edge too) is committed before it is raised."""
-        try:
-            self._read_all(batch_rows=batch_rows, skip_bad=skip_bad, progress=progress)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self._flush()
-            raise
-        self._flush()
+        good (the rows kept back for a chunk edge too) is committed (as the committer leaves
+        ``stack``) before it is raised."""
+        self._read_all(batch_rows=batch_rows, skip_bad=skip_bad, progress=progress)
+        if self.committer is not None:
+            self.committer.flush()
 
     def _read_all(self, *, batch_rows: int, skip_bad: bool, progress: Progress | None) -> None:
         sized = [s for s in self.plan.sources if not isinstance(s, PtDictSource)]  # a .pt's
@@ -309,21 +307,8 @@ class _Run:
             )
             self._open(writer)
             self.report.created = True
-        if self.committer is None or not len(paths):
-            return
-        if self.aligned is None:  # commits end on chunk edges: no chunk is written twice
-            assert self.writer is not None
-            self.aligned = AlignedBatches(self.writer.rows, self.writer.row_chunk)
-        for batch in self.aligned.take(rows):
-            self.committer.submit(*batch)
-
-    def _flush(self) -> None:
-        """Commit the rows kept back to end on a chunk edge (the run's last commit), and wait."""
-        if self.committer is None:
-            return
-        if self.aligned is not None and len((tail := self.aligned.flush())[0]):
-            self.committer.submit(*tail)
-        self.committer.flush()
+        if self.committer is not None and len(paths):
+            self.committer.submit(paths, vectors, labels)
 
     def _count(self, result: AppendResult) -> None:
         self.report.rows_added += result.added

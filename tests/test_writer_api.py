@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import pytest
 
 import embstore
 from embstore.errors import BadInputError, DuplicatePathError
+from embstore.store import StoreWriter
+from embstore.store.writer import AlignedBatches
 
 N_ROWS = 100
 
@@ -157,3 +160,62 @@ def test_bad_input_is_refused_before_anything_is_queued(tmp_path: Path) -> None:
         ):
             pass
     assert embstore.open(tmp_path / "s").sizes["sample"] == 0
+
+
+def test_commits_run_off_the_loops_thread(tmp_path: Path, monkeypatch) -> None:
+    """The loop (a GPU) never runs a commit itself: every append commits on the commit thread."""
+    threads = []
+    real = StoreWriter.append
+
+    def append(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(StoreWriter, "append", append)
+    with embstore.writer(tmp_path / "s", feature_size=2, row_chunk=2) as w:
+        for i in range(5):
+            w.append([f"r{i}"], np.full((1, 2), i))
+            assert w.missing([f"r{i}"]) == []  # handed over counts as stored for a re-check
+    assert threads == ["embstore-commit"] * 3  # rows 0-1, 2-3, then the tail 4
+    assert (w.report.added, w.report.rows, w.report.commits) == (5, 5, 3)
+
+
+def test_a_commit_error_is_raised_in_the_loop_and_the_run_recorded_failed(
+    tmp_path: Path, monkeypatch
+) -> None:
+    real = StoreWriter.append
+    calls = []
+
+    def append(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(StoreWriter, "append", append)
+    store = tmp_path / "s"
+    with (
+        pytest.raises(OSError, match="No space"),
+        embstore.writer(store, feature_size=2, row_chunk=4) as w,
+    ):
+        for i in range(0, 40, 2):
+            w.append([f"r{i}", f"r{i + 1}"], np.ones((2, 2)))
+        w.flush()
+    ds = embstore.open(store)
+    assert ds.path.values.tolist() == [f"r{i}" for i in range(w.chunk)]  # the first commit
+    last = embstore.provenance(ds)["provenance"][-1]
+    assert last["status"] == "failed" and last["error"] == "OSError"
+
+
+def test_batches_with_other_labels_still_commit_whole_chunks() -> None:
+    aligned = AlignedBatches(0, 4, batch_rows=6)
+    first = (["a", "b", "c"], np.zeros((3, 2)), {"subject": ["x", "y", "z"]})
+    second = (["d", "e", "f"], np.ones((3, 2)), {"age_mo": [1, 2, 3]})
+    assert aligned.take(first) == []  # fewer than batch_rows kept back
+    [batch] = aligned.take(second)
+    assert batch[0] == ["a", "b", "c", "d"]
+    assert batch[2] == {"subject": ["x", "y", "z", ""], "age_mo": [-1, -1, -1, 1]}
+    paths, vectors, labels = aligned.flush()
+    assert paths == ["e", "f"] and vectors.tolist() == [[1, 1], [1, 1]]
+    assert labels == {"subject": ["", ""], "age_mo": [2, 3]}
+    assert aligned.position == 6

@@ -12,10 +12,14 @@ only the batches not yet committed, and a rerun skips every committed path. What
   (batches still waiting are dropped, never committed out of order);
 - results come back in the caller's thread: ``on_result(AppendResult)`` is called from
   ``submit`` and ``flush``, never from the commit thread.
+
+:class:`AlignedCommitter` puts :class:`~embstore.store.writer.AlignedBatches` in front of it:
+rows go in in any batch sizes, commits end on chunk edges (ingest, ``embstore.writer``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -25,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .writer import AppendResult, StoreWriter
+from .writer import AlignedBatches, AppendResult, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -165,4 +169,73 @@ class BackgroundCommitter:
                     self._ready.notify_all()
 
 
-__all__ = ["BackgroundCommitter"]
+class AlignedCommitter:
+    """Rows in any batch sizes -> commits that end on chunk edges, on a background thread.
+
+    :class:`~embstore.store.writer.AlignedBatches` (rows kept back until a chunk edge) in
+    front of a :class:`BackgroundCommitter` (same parameters). Leaving the block, also on an
+    exception, commits the rows kept back and waits for every commit: rows handed over before
+    an error are kept (unless a commit failed: nothing after a failed commit is committed).
+
+    Examples
+    --------
+    >>> with AlignedCommitter(writer, batch_rows=1024) as commits:  # doctest: +SKIP
+    ...     for paths, vectors in batches:
+    ...         commits.submit(paths, vectors)  # cut at chunk edges, committed meanwhile
+    """
+
+    def __init__(
+        self,
+        writer: StoreWriter,
+        *,
+        in_flight: int = 2,
+        batch_rows: int = 1,
+        on_result: Callable[[AppendResult], None] | None = None,
+    ) -> None:
+        self.aligned = AlignedBatches(writer.rows, writer.row_chunk, batch_rows=batch_rows)
+        self.committer = BackgroundCommitter(writer, in_flight=in_flight, on_result=on_result)
+
+    def submit(
+        self,
+        paths: Sequence[str],
+        vectors: np.ndarray,
+        labels: Mapping[str, Sequence[Any]] | None = None,
+    ) -> None:
+        """Keep the rows; hand the ones that reach a chunk edge to the commit thread."""
+        columns = {name: list(values) for name, values in (labels or {}).items()}
+        for batch in self.aligned.take((list(paths), vectors, columns)):
+            self.committer.submit(*batch)
+
+    def flush(self) -> None:
+        """Commit the rows kept back (a partial chunk) and wait for every commit."""
+        self._submit_tail()
+        self.committer.flush()
+
+    def _submit_tail(self) -> None:
+        tail = self.aligned.flush()
+        if len(tail[0]):
+            self.committer.submit(*tail)
+
+    def __enter__(self) -> AlignedCommitter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None:  # the rows kept back are whole and good; the caller's error wins
+            with contextlib.suppress(Exception):
+                self._submit_tail()
+            self.committer.__exit__(exc_type, exc, tb)
+            return
+        try:
+            self._submit_tail()
+        except BaseException as error:  # an earlier commit failed: that is the error raised
+            self.committer.__exit__(type(error), error, error.__traceback__)
+            raise
+        self.committer.__exit__(None, None, None)
+
+
+__all__ = ["AlignedCommitter", "BackgroundCommitter"]

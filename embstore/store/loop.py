@@ -7,38 +7,44 @@
             todo = w.missing(batch.paths)          # skip work a killed run already committed
             w.append(paths, vectors, labels={"category": cats, "subject": subs, "age_mo": ages})
 
-Rows are buffered and committed through :class:`~embstore.store.writer.StoreWriter` in whole
-row chunks (a commit never rewrites a partly filled chunk, so versions cost no extra disk);
-the rest is committed when the block ends. A path already stored (or appended twice) is
-skipped, so re-running a killed script adds only what is missing. Each commit is one version;
-the run is one provenance entry (``running`` -> ``complete``, ``failed`` or
-``interrupted``). If the block raises, the rows appended so far are still committed (they are
-whole, valid rows) and the run is recorded as failed.
+Rows are kept back and committed through :class:`~embstore.store.writer.StoreWriter` in whole
+row chunks (:class:`~embstore.store.writer.AlignedBatches`: a commit never rewrites a partly
+filled chunk, so versions cost no extra disk); the rest is committed when the block ends. A
+path already stored (or appended twice) is skipped, so re-running a killed script adds only
+what is missing. Each commit is one version; the run is one provenance entry
+(:meth:`StoreWriter.run <embstore.store.writer.StoreWriter.run>`: ``running`` -> ``complete``,
+``failed`` or ``interrupted``). If the block raises, the rows appended so far are still
+committed (they are whole, valid rows) and the run is recorded as failed.
 
-Commits are synchronous: ``append`` returns once the full chunks it completed are committed.
-A background committer (``store/committer.py``) plugs in at :meth:`LoopWriter._commit_ready`:
-hand it the ready batch instead of calling ``StoreWriter.append``, and wait for it in
-:meth:`LoopWriter.close`.
+Commits run on a background thread (:class:`~embstore.store.committer.AlignedCommitter`), so
+the loop (a GPU) does not wait for one: ``append`` returns once its rows are handed over; at
+most ``COMMITS_IN_FLIGHT`` cut batches wait for their commit (a further one waits for the
+oldest, so memory stays bounded), a commit's
+error is raised in the loop's thread at the next ``append`` or when the block ends, and
+:attr:`LoopWriter.report` is complete once the block has ended.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import zarr
 
 from ..errors import BadInputError, DuplicatePathError
 from ..keys import check_keys
-from ..labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR
+from ..labels import missing_value
+from .committer import AlignedCommitter
 from .layout import ROOT_ATTR
 from .location import StoreLike
-from .repo import readonly_group, unreadable_as_store_error
 from .schema import load_schema
-from .writer import StoreWriter
+from .writer import AppendResult, RunRecord, StoreWriter
+
+#: Cut batches that may wait for their commit while the loop goes on.
+COMMITS_IN_FLIGHT = 2
 
 
 @dataclass
@@ -62,27 +68,43 @@ class WriterReport:
 
 
 class LoopWriter:
-    """The object a :func:`writer` block appends to (see the module docstring)."""
+    """The object a :func:`writer` block appends to (see the module docstring).
 
-    def __init__(self, writer: StoreWriter, *, batch_rows: int | None = None) -> None:
+    Parameters
+    ----------
+    writer
+        The store's writer; the run record ``record`` is open on it.
+    record
+        This run's record: :attr:`notes` (extra fields for its provenance entry when it
+        completes: bad rows...).
+    batch_rows
+        Rows kept back before a commit (default: one row chunk of the store).
+    """
+
+    def __init__(
+        self, writer: StoreWriter, record: RunRecord, *, batch_rows: int | None = None
+    ) -> None:
         self.store = writer
-        self.chunk = _row_chunk(writer)
+        #: Rows per embedding chunk of the store: commits end on a multiple of it.
+        self.chunk = writer.row_chunk
         self.batch_rows = max(1, batch_rows or self.chunk)
         self.report = WriterReport(store=str(writer.path), rows=writer.rows)
-        #: Extra fields for this run's provenance entry when it finishes (bad rows...).
-        self.notes: dict[str, Any] = {}
-        self._paths: list[str] = []
-        self._queued: set[str] = set()
-        self._vectors: list[np.ndarray] = []
-        self._labels: dict[str, list[Any]] = {}
+        #: Extra fields for this run's provenance entry when it completes (``notes.update``).
+        self.notes = record
+        self.commits = AlignedCommitter(
+            writer, in_flight=COMMITS_IN_FLIGHT, batch_rows=self.batch_rows, on_result=self._count
+        )
+        self._queued: set[str] = set()  # appended, not committed yet
+        self._order: deque[str] = deque()  # the same, in the order they commit
 
     def claim(self, key: str, value: dict[str, Any], *, defining: Sequence[str]) -> None:
         """Record settings under ``embstore.<key>`` once; later runs must match ``defining``
         (see :meth:`StoreWriter.claim`): extraction and aggregation settings."""
+        self.commits.committer.flush()  # no commit of this run underway meanwhile
         self.store.claim(key, value, defining=defining)
 
     def contains(self, path: str) -> bool:
-        """True if ``path`` is committed or waiting in this writer's buffer."""
+        """True if ``path`` is committed or appended to this writer (and not committed yet)."""
         return path in self._queued or self.store.contains(path)
 
     def missing(self, paths: Sequence[str]) -> list[str]:
@@ -95,11 +117,12 @@ class LoopWriter:
         vectors: Any,
         labels: Mapping[str, Sequence[Any]] | None = None,
     ) -> int:
-        """Queue rows (``paths`` unique keys, ``vectors`` ``(rows, feature_size)``); return how
-        many were new. Full chunks are committed before this returns.
+        """Hand rows over (``paths`` unique keys, ``vectors`` ``(rows, feature_size)``) and
+        return how many were new; full chunks are committed on the commit thread meanwhile.
 
         ``labels`` maps label names to one value per row (``age_mo`` an integer, -1 unknown;
-        other labels strings, ``""`` unknown). Rows whose path is stored or queued are skipped.
+        other labels strings, ``""`` unknown). Rows whose path is stored or appended are skipped.
+        An earlier commit's error is raised here.
         """
         paths = [str(p) for p in paths]
         matrix = np.asarray(vectors, dtype=np.float32)
@@ -124,51 +147,21 @@ class LoopWriter:
             else:
                 seen.add(path)
                 keep.append(i)
-        # labels converted (and checked) before anything is queued: a bad value queues nothing
+        # labels converted (and checked) before anything is handed over: a bad value adds none
         converted = {
             name: [_label_value(name, values[i]) for i in keep] for name, values in labels.items()
         }
         if keep:
-            self._queued.update(seen)
-            self._queue([paths[i] for i in keep], matrix[keep], converted)
-            self._commit_ready(final=False)
+            kept = [paths[i] for i in keep]
+            self._queued.update(kept)
+            self._order.extend(kept)
+            self.commits.submit(kept, matrix[keep], converted)
         return len(keep)
 
-    def _queue(self, paths: list[str], matrix: np.ndarray, labels: dict[str, list[Any]]) -> None:
-        before = len(self._paths)
-        for name in labels:
-            if name not in self._labels:  # a label new in this batch: missing for earlier rows
-                self._labels[name] = [_missing(name)] * before
-        for name, column in self._labels.items():
-            column.extend(labels[name] if name in labels else [_missing(name)] * len(paths))
-        self._paths.extend(paths)
-        self._vectors.append(matrix)
-
-    def _commit_ready(self, *, final: bool) -> None:
-        """Commit the queued rows that end on a chunk boundary (all of them if ``final``).
-
-        The one place rows leave the buffer: a background committer takes over here.
-        """
-        queued = len(self._paths)
-        if not queued:
-            return
-        if final:
-            take = queued
-        else:
-            if queued < self.batch_rows:
-                return
-            end = (self.store.rows + queued) // self.chunk * self.chunk
-            take = end - self.store.rows
-            if take <= 0:
-                return
-        matrix = np.concatenate(self._vectors) if len(self._vectors) > 1 else self._vectors[0]
-        paths = self._paths[:take]
-        labels = {name: column[:take] for name, column in self._labels.items()}
-        result = self.store.append(paths, matrix[:take], labels)
-        self._paths = self._paths[take:]
-        self._vectors = [matrix[take:]] if take < queued else []
-        self._labels = {name: column[take:] for name, column in self._labels.items()}
-        self._queued.difference_update(paths)
+    def _count(self, result: AppendResult) -> None:
+        """One commit done (called in the loop's thread): its rows are now in the store."""
+        for _ in range(result.added + len(result.duplicates)):
+            self._queued.discard(self._order.popleft())
         report = self.report
         report.added += result.added
         report.already_stored += len(result.duplicates)  # committed by another writer meanwhile
@@ -177,8 +170,8 @@ class LoopWriter:
         report.commits += 1
 
     def flush(self) -> None:
-        """Commit every queued row now (also a partial chunk)."""
-        self._commit_ready(final=True)
+        """Commit every row handed over now (also a partial chunk) and wait for it."""
+        self.commits.flush()
 
 
 def _check_action(action: str) -> None:
@@ -189,28 +182,16 @@ def _check_action(action: str) -> None:
         raise BadInputError("action", f"{action!r} is not one of {allowed}")
 
 
-def _row_chunk(writer: StoreWriter) -> int:
-    """Rows per embedding chunk of the writer's store (commits end on a multiple of it)."""
-    _, _, group = readonly_group(writer.location)
-    with unreadable_as_store_error(writer.location):
-        array = group["embedding"]
-    assert isinstance(array, zarr.Array)
-    return int(array.chunks[0])
-
-
-def _missing(name: str) -> Any:
-    return MISSING_AGE if name in INTEGER_LABELS else MISSING_STR
-
-
 def _label_value(name: str, value: Any) -> Any:
-    if name in INTEGER_LABELS:
+    missing = missing_value(name)
+    if isinstance(missing, int):
         if value is None or value == "" or (isinstance(value, float) and np.isnan(value)):
-            return MISSING_AGE
+            return missing
         try:
             return int(value)
         except (TypeError, ValueError):
             raise BadInputError("labels", f"{name} {value!r} is not a whole number") from None
-    return MISSING_STR if value is None else str(value)
+    return missing if value is None else str(value)
 
 
 @contextlib.contextmanager
@@ -236,15 +217,16 @@ def writer(
         The vectors' length (checked against an existing store) and the model name recorded
         at creation.
     batch_rows
-        Rows buffered before a commit (default: one row chunk of the store); a commit takes
-        the queued rows up to the last whole chunk. A crash loses at most these rows.
+        Rows kept back before a commit (default: one row chunk of the store); a commit takes
+        them up to the last whole chunk. A crash loses at most these rows and the
+        ``COMMITS_IN_FLIGHT`` batches waiting for their commit.
     row_chunk
         Rows per embedding chunk when the store is created (default:
         :func:`~embstore.store.layout.choose_row_chunk`).
     on_duplicate
         ``"skip"`` (default): paths already stored are skipped (a re-run adds only what is
-        missing). ``"error"``: a path already stored or queued raises
-        :class:`~embstore.errors.DuplicatePathError` (nothing of that batch is queued).
+        missing). ``"error"``: a path already stored or appended raises
+        :class:`~embstore.errors.DuplicatePathError` (nothing of that batch is kept).
     action, info
         The provenance entry of this run: its action (one the store's schema lists:
         ``"write"``, ``"extract"``, ``"ingest"``...) and extra fields (sources, settings...).
@@ -266,18 +248,10 @@ def writer(
         on_duplicate=on_duplicate,
         row_chunk=row_chunk,
     )
-    loop = LoopWriter(base, batch_rows=batch_rows)
-    base.start_run(action, **dict(info or {}))
-    try:
-        yield loop
-    except BaseException as exc:
-        with contextlib.suppress(Exception):
-            loop.flush()  # rows appended so far are whole and valid: keep them
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        base.finish_run(status, error=type(exc).__name__, **loop.notes)
-        raise
-    loop.flush()
-    base.finish_run("complete", **loop.notes)
+    with base.run(action, info) as record:  # the run record: complete, failed or interrupted
+        loop = LoopWriter(base, record, batch_rows=batch_rows)
+        with loop.commits:  # leaves before the run record: every commit is in it
+            yield loop
     loop.report.rows = base.rows
 
 

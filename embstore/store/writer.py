@@ -24,7 +24,7 @@ from ..errors import (
     StoreError,
     first_line,
 )
-from ..labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, check_label_name
+from ..labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR, check_label_name, missing_value
 from .integrity import (
     has_checksums,
     interrupted_creation,
@@ -616,42 +616,70 @@ class AlignedBatches:
     A commit that ends inside a chunk makes the next one rewrite that chunk, and every version
     keeps its copy until gc (issue 18: 8.9x the data on disk). :meth:`take` returns the rows to
     commit now (possibly none) and keeps the tail; :meth:`flush` returns the tail at the end.
+    Batches with other label columns join: a label a batch lacks is missing for its rows (as
+    :meth:`StoreWriter.append` would store it). Rows kept back are joined once, when cut.
+
+    Parameters
+    ----------
+    position
+        Rows in the store before the first commit.
+    row_chunk
+        Rows per embedding chunk (:attr:`StoreWriter.row_chunk`).
+    batch_rows
+        Rows kept back before a commit is cut (default 1: commit at every chunk edge crossed);
+        a commit takes the rows up to the last chunk edge.
     """
 
-    def __init__(self, position: int, row_chunk: int) -> None:
+    def __init__(self, position: int, row_chunk: int, *, batch_rows: int = 1) -> None:
         self.position, self.row_chunk = position, max(1, row_chunk)
-        self._tail: Rows | None = None
+        self.batch_rows = max(1, batch_rows)
+        self._pieces: list[Rows] = []
+        self._held = 0
+
+    @property
+    def held(self) -> int:
+        """Rows kept back (given to :meth:`take`, not returned yet)."""
+        return self._held
 
     def take(self, rows: Rows) -> list[Rows]:
         """The batches to commit now, in order (the tail of ``rows`` is kept)."""
-        out = []
-        if self._tail is not None and set(self._tail[2]) != set(rows[2]):
-            out.append(self.flush())  # other label columns: cannot be joined
-        joined = rows if self._tail is None else _join(self._tail, rows)
-        self._tail = None
-        total = len(joined[0])
-        edge = (self.position + total) // self.row_chunk * self.row_chunk
-        take = max(0, edge - self.position)
-        head, tail = _cut(joined, take)
-        if take:
-            out.append(head)
-            self.position += take
-        if len(tail[0]):
-            self._tail = tail
-        return [r for r in out if len(r[0])]
+        if len(rows[0]):
+            self._pieces.append(rows)
+            self._held += len(rows[0])
+        if self._held < self.batch_rows:
+            return []
+        edge = (self.position + self._held) // self.row_chunk * self.row_chunk
+        take = edge - self.position
+        if take <= 0:
+            return []
+        head, tail = _cut(_join(self._pieces), take)
+        self._pieces = [tail] if len(tail[0]) else []
+        self._held -= take
+        self.position += take
+        return [head]
 
     def flush(self) -> Rows:
         """The rows kept back (possibly none): the last, partial commit."""
-        rows, self._tail = self._tail, None
-        if rows is None:
+        if not self._pieces:
             return [], np.zeros((0, 0), dtype=np.float32), {}
+        rows = _join(self._pieces)
+        self._pieces, self._held = [], 0
         self.position += len(rows[0])
         return rows
 
 
-def _join(a: Rows, b: Rows) -> Rows:
-    labels = {k: list(a[2][k]) + list(b[2][k]) for k in a[2]}
-    return [*a[0], *b[0]], np.concatenate([a[1], b[1]]), labels
+def _join(pieces: list[Rows]) -> Rows:
+    """One batch of ``pieces``; a label a piece lacks is missing for its rows."""
+    if len(pieces) == 1:
+        return pieces[0]
+    names = list(dict.fromkeys(name for piece in pieces for name in piece[2]))
+    labels: dict[str, list[Any]] = {name: [] for name in names}
+    for paths, _, columns in pieces:
+        for name in names:
+            values = columns.get(name)
+            labels[name] += [missing_value(name)] * len(paths) if values is None else list(values)
+    paths = [p for piece in pieces for p in piece[0]]
+    return paths, np.concatenate([piece[1] for piece in pieces]), labels
 
 
 def _cut(rows: Rows, n: int) -> tuple[Rows, Rows]:
