@@ -271,8 +271,12 @@ def aggregate(
 
     Examples
     --------
-    >>> embstore.aggregate("crops.store", "months.store", by=["category", "subject", "age_mo"])
-    ... # doctest: +SKIP
+    >>> report = embstore.aggregate("bv.store", "months.store", by=["subject", "age_mo"])
+    >>> report.groups, report.rows_used
+    (12, 24)
+    >>> months = embstore.open("months.store")  # one row per subject and month
+    >>> months.path.values[:2].tolist(), months["count"].values[:2].tolist()
+    (['00270001/12', '00270001/13'], [2, 2])
     """
     by = list(by)
     if _same_store(parse_location(store), parse_location(out)):

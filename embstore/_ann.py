@@ -122,8 +122,15 @@ def build_index(
 
     Examples
     --------
-    >>> embstore.build_index("echo.store", variable="normalized")          # doctest: +SKIP
-    >>> embstore.neighbors(ds, "p10/s1/a.mp4", approximate=True)           # doctest: +SKIP
+    >>> embstore.build_index("bv.store", variable="embedding").summary()
+    "indexed 24 rows of 'embedding' (cosine, 3 lists, nprobe 8) in ... s"
+    >>> ds = embstore.open("bv.store")
+    >>> query = "ball/00270001_12_month_level_avg.npy"
+    >>> near = embstore.neighbors(ds, query, k=3, approximate=True)
+    >>> near["rank"].tolist()
+    [1, 2, 3]
+    >>> near.path.tolist() == embstore.neighbors(ds, query, k=3).path.tolist()  # nprobe >= lists
+    True
     """
     import time
 

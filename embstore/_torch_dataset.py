@@ -57,9 +57,15 @@ def torch_dataset(
 
     Examples
     --------
-    >>> train = ds.emb.rows(subject=train_ids).emb.torch_dataset(
-    ...     variable="normalized", label="category")                      # doctest: +SKIP
-    >>> loader = torch.utils.data.DataLoader(train, batch_size=256, shuffle=True)  # doctest: +SKIP
+    >>> import torch
+    >>> ds = embstore.open("bv.store")
+    >>> train = ds.emb.rows(subject=["00270001", "00280001"]).emb.torch_dataset(label="category")
+    >>> len(train), train.classes
+    (16, ['ball', 'cup'])
+    >>> loader = torch.utils.data.DataLoader(train, batch_size=8, shuffle=True)
+    >>> vectors, targets = next(iter(loader))
+    >>> tuple(vectors.shape), targets.dtype
+    ((8, 8), torch.int64)
     """
     if variable not in ds.data_vars or ds[variable].ndim != 2 or ds[variable].dims[0] != SAMPLE:
         have = [str(n) for n, v in ds.data_vars.items() if v.ndim == 2 and v.dims[0] == SAMPLE]

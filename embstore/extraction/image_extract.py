@@ -172,8 +172,15 @@ def extract_images(
 
     Examples
     --------
-    >>> cfg = ImageExtractConfig(checkpoint="dinov3", detections="dets.csv")  # doctest: +SKIP
-    >>> embstore.extract_images("videos/", store="crops.store", config=cfg)   # doctest: +SKIP
+    ``dinov3/`` is a tiny random DINOv3 here; a real one is a local copy of e.g.
+    ``facebook/dinov3-vitb16-pretrain-lvd1689m``. The table's videos are relative to ``videos/``.
+
+    >>> cfg = ImageExtractConfig(checkpoint="dinov3", detections="detections.csv")
+    >>> embstore.extract_images("videos/", store="crops.store", config=cfg).summary()
+    'embedded 4 of 4 crops (... crops/s); 0 already stored; store has 4'
+    >>> crops = embstore.open("crops.store")
+    >>> crops.path.values[0], crops.category.values[0], crops.embedding.shape
+    ('00270001/00270001_12mo_0.mp4#f000000#44,22,58,35', 'ball', (4, 32))
     """
     import torch
 

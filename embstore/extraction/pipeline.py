@@ -228,8 +228,23 @@ def extract(
 
     Examples
     --------
-    >>> config = ExtractConfig(checkpoint="vitl.pt", model="vitl", layout="mimic-echo")
-    >>> embstore.extraction.extract("files/", store="echo.store", config=config)  # doctest: +SKIP
+    With a real checkpoint: ``ExtractConfig(checkpoint="vitl.pt", model="vitl",
+    layout="mimic-echo")``. Here a tiny random V-JEPA2 (:func:`embstore.testing.make_tiny_vjepa2`)
+    embeds two 4-frame echo DICOMs:
+
+    >>> config = ExtractConfig(checkpoint="vjepa2-tiny/original.pt",
+    ...                        model="vjepa2-tiny/config.json", layout="mimic-echo",
+    ...                        num_frames=4, frame_step=1, num_workers=0)
+    >>> report = embstore.extraction.extract("files/", store="echo.store", config=config)
+    >>> report.added, report.rows
+    (2, 2)
+    >>> echo = embstore.open("echo.store")
+    >>> echo.path.values.tolist()
+    ['p10/p10000000/s90000000/90000000_0001.dcm', 'p10/p10000001/s90000001/90000001_0001.dcm']
+    >>> echo.subject.values.tolist(), echo.study.values.tolist(), echo.embedding.shape
+    (['p10000000', 'p10000001'], ['s90000000', 's90000001'], (2, 32))
+    >>> embstore.extraction.extract("files/", store="echo.store", config=config).already_stored
+    2
     """
     if config is None:
         if "checkpoint" not in settings:

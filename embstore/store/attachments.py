@@ -36,8 +36,16 @@ def write_attachment(
 
     Examples
     --------
-    >>> write_attachment("bv.store", "ann-embedding", {"centroids": c}, {"digest": d},
-    ...                  message="approximate index of embedding")   # doctest: +SKIP
+    >>> centroids = np.zeros((3, 8), dtype=np.float32)
+    >>> write_attachment("bv.store", "ann-embedding", {"centroids": centroids},
+    ...                  {"digest": "d41d8cd9"}, message="approximate index of embedding")
+    >>> embstore.log("bv.store")[0].message
+    'approximate index of embedding'
+    >>> arrays, attrs = read_attachment("bv.store", "ann-embedding")
+    >>> arrays["centroids"].shape, attrs
+    ((3, 8), {'digest': 'd41d8cd9'})
+    >>> "centroids" in embstore.open("bv.store").variables  # not a row array
+    False
     """
     if not name.replace("-", "_").isidentifier():
         raise EmbstoreError(f"attachment name {name!r}: letters, digits, '-' and '_' only")

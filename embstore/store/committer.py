@@ -52,9 +52,14 @@ class BackgroundCommitter:
 
     Examples
     --------
-    >>> with BackgroundCommitter(writer, in_flight=2) as committer:  # doctest: +SKIP
+    >>> writer = StoreWriter("new.store", feature_size=4)
+    >>> batches = [([f"{b}/{i}.npy" for i in range(3)], np.full((3, 4), b)) for b in range(4)]
+    >>> added = []
+    >>> with BackgroundCommitter(writer, in_flight=2, on_result=added.append) as committer:
     ...     for paths, vectors in batches:
     ...         committer.submit(paths, vectors)  # returns while the previous one commits
+    >>> [result.added for result in added], embstore.info("new.store")["rows"]
+    ([3, 3, 3, 3], 12)
     """
 
     def __init__(

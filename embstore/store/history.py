@@ -81,8 +81,9 @@ def log(store: StoreLike) -> list[VersionInfo]:
 
     Examples
     --------
-    >>> [v.message for v in embstore.log("bv.store")][:2]
-    ['ingest complete: 24 rows added', 'ingest: +4 rows']
+    >>> [v.message for v in embstore.log("bv.store")]  # commits end on 8-row chunks
+    ['ingest complete: 24 rows added', 'ingest: +8 rows', 'ingest: +8 rows', 'ingest: +8 rows',
+     'create store (8-d vectors)']
     """
     location = parse_location(store)
     repo = open_repository(location)

@@ -29,8 +29,11 @@ def tags(store: StoreLike) -> list[TagInfo]:
 
     Examples
     --------
-    >>> [t.name for t in embstore.tags("bv.store")]                      # doctest: +SKIP
-    ['before-relabel', 'paper-v1']
+    >>> first = embstore.log("bv.store")[-2].id  # the first ingest commit
+    >>> _ = embstore.tag("bv.store", "paper-v1")
+    >>> _ = embstore.tag("bv.store", "before-relabel", version=first)
+    >>> [(t.name, t.rows) for t in embstore.tags("bv.store")]
+    [('before-relabel', 8), ('paper-v1', 24)]
     """
     location = parse_location(store)
     repo = open_repository(location)

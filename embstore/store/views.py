@@ -172,8 +172,13 @@ def row_filter(
 
     Examples
     --------
-    >>> row_filter(ds, "subject != 'p1' and category in ['ball']")      # doctest: +SKIP
-    >>> row_filter(ds, [{"subject": ["13072354"]}, "age_mo >= 12"])     # doctest: +SKIP
+    >>> ds = embstore.open("bv.store")  # 2 categories x 3 subjects x 4 ages (12-15)
+    >>> int(row_filter(ds, "subject != '00270001' and category in ['ball']").sum())
+    8
+    >>> mask = row_filter(ds, [{"subject": ["00270001"]}, "age_mo >= 14"])
+    >>> sorted(ds.path.values[mask])
+    ['ball/00270001_14_month_level_avg.npy', 'ball/00270001_15_month_level_avg.npy',
+     'cup/00270001_14_month_level_avg.npy', 'cup/00270001_15_month_level_avg.npy']
     """
     parts = [where] if isinstance(where, str | Mapping) else list(where)
     mask = np.ones(ds.sizes[SAMPLE], dtype=bool)

@@ -341,9 +341,15 @@ class StoreWriter:
 
         Examples
         --------
-        >>> with writer.run("ingest", {"sources": ["emb/"]}) as run:  # doctest: +SKIP
-        ...     writer.append(paths, vectors)
+        >>> writer = StoreWriter("new.store", feature_size=4)
+        >>> with writer.run("ingest", {"sources": ["emb/"]}) as run:
+        ...     result = writer.append(["a.npy", "b.npy"], np.ones((2, 4)))
         ...     run.update(bad_count=0)
+        >>> entry = embstore.provenance(embstore.open("new.store"))["provenance"][-1]
+        >>> entry["status"], entry["rows_added"], entry["sources"], entry["bad_count"]
+        ('complete', 2, ['emb/'], 0)
+        >>> embstore.log("new.store")[0].message
+        'ingest complete: 2 rows added'
         """
         record = RunRecord()
         self.start_run(action, **dict(options or {}))

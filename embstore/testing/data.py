@@ -384,9 +384,11 @@ def make_doc_store(directory: str | os.PathLike[str]) -> Path:
     """The files the docstring examples name, under ``directory``; returns it.
 
     ``emb/``: a babyview tree (categories ``ball`` and ``cup``, subjects ``00270001``,
-    ``00280001``, ``00290001``, ages 12 to 15 months, 8-d); ``bv.store``: that tree ingested;
-    ``bv.zarr``: a schema-1 store (as embstore 0.1 wrote it); ``subset.nc``: ``bv.store``
-    exported as HDF5 (a file plain xarray opens).
+    ``00280001``, ``00290001``, ages 12 to 15 months, 8-d); ``bv.store``: that tree ingested
+    (three 8-row commits); ``bv.zarr``: a schema-1 store (as embstore 0.1 wrote it);
+    ``subset.nc``: ``bv.store`` exported as HDF5 (a file plain xarray opens). For the
+    extraction examples (see :func:`_make_doc_media`): ``videos/`` with ``detections.csv``,
+    ``dinov3/`` (a tiny image model), ``files/`` (MIMIC-echo DICOMs) and ``vjepa2-tiny/``.
     """
     from .._export import export
     from ..store.read import open_store
@@ -405,4 +407,31 @@ def make_doc_store(directory: str | os.PathLike[str]) -> Path:
     export(directory / "bv.store", directory / "subset.nc", format="hdf5")
     rows = open_store(directory / "bv.store").sizes["sample"]
     assert rows == 24, f"the docs store has {rows} rows, the examples expect 24"
+    _make_doc_media(directory)
     return directory
+
+
+def _make_doc_media(directory: Path) -> None:
+    """Inputs for the extraction examples, small enough to embed in about a second on a CPU.
+
+    ``videos/00270001/00270001_12mo_0.mp4`` (2 frames) and ``detections.csv`` (4 boxes on it,
+    categories ``ball`` and ``cup``); ``dinov3/``: a random 32-d DINOv3 with its processor;
+    ``files/p10/p1000000{0,1}/s9000000{0,1}/9000000{0,1}_0001.dcm``: two 4-frame 32 x 32 RGB
+    echo cines; ``vjepa2-tiny/``: a random 32-d V-JEPA2 (:func:`make_tiny_vjepa2`).
+    """
+    from ..extraction.image_samples import make_headcam_detections, make_tiny_image_model
+
+    make_headcam_detections(
+        directory,
+        subjects=("00270001",),
+        ages=(12,),
+        categories=("ball", "cup"),
+        frames=2,
+        crops_per_frame=2,
+    )
+    make_tiny_image_model(directory / "dinov3", "dinov3")
+    for s in range(2):
+        folder = directory / "files" / "p10" / f"p1000000{s}" / f"s9000000{s}"
+        folder.mkdir(parents=True, exist_ok=True)
+        make_dicom(folder / f"9000000{s}_0001.dcm", frames=4, rows=32, columns=32, seed=s)
+    make_tiny_vjepa2(directory / "vjepa2-tiny")
