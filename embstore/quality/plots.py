@@ -207,10 +207,7 @@ def plot_profiles(
         chosen = list(values[np.lexsort((values, -counts))][:groups])
     if group_by is not None and ds[group_by].dtype.kind in "iuf":  # numbers in their order
         raw = np.asarray(ds[group_by].values)[np.asarray(rows)]
-        chosen = np.asarray(
-            sorted(chosen, key=lambda v: (v == "(missing)", raw[text == v].min())),
-            dtype=chosen.dtype,
-        )
+        chosen = sorted(chosen, key=lambda v: (v == "(missing)", raw[text == v].min()))
     everyone = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
     order = np.argsort(everyone[0], kind="stable")  # a smooth curve to see groups depart from
     x, everyone = x[:, order], (everyone[0][order], everyone[1][order])
