@@ -184,9 +184,12 @@ class AlignedCommitter:
 
     Examples
     --------
-    >>> with AlignedCommitter(writer, batch_rows=1024) as commits:  # doctest: +SKIP
-    ...     for paths, vectors in batches:
-    ...         commits.submit(paths, vectors)  # cut at chunk edges, committed meanwhile
+    >>> writer = StoreWriter("aligned.store", feature_size=4, row_chunk=4)
+    >>> with AlignedCommitter(writer) as commits:
+    ...     for b in range(3):  # batches of 3 rows, commits of whole 4-row chunks
+    ...         commits.submit([f"{b}/{i}.npy" for i in range(3)], np.full((3, 4), b))
+    >>> writer.rows
+    9
     """
 
     def __init__(
