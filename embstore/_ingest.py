@@ -263,11 +263,6 @@ class _Run:
         """Read, label and commit every source's batches; on an error, what was read and is
         good (the rows kept back for a chunk edge too) is committed (as the committer leaves
         ``stack``) before it is raised."""
-        self._read_all(batch_rows=batch_rows, skip_bad=skip_bad, progress=progress)
-        if self.committer is not None:
-            self.committer.flush()
-
-    def _read_all(self, *, batch_rows: int, skip_bad: bool, progress: Progress | None) -> None:
         sized = [s for s in self.plan.sources if not isinstance(s, PtDictSource)]  # a .pt's
         remaining = sum(len(s) for s in sized)  # size costs a load: counted when it is read
         done = skipped = 0  # progress leaves out rows stored by an earlier run
@@ -285,6 +280,8 @@ class _Run:
                 self._commit(self._rows_of(batch, source, skip_bad))
                 if progress is not None:
                     progress(done, total - skipped)
+        if self.committer is not None:
+            self.committer.flush()
 
     def _rows_of(
         self, batch: SourceBatch, source: Source, skip_bad: bool
