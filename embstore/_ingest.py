@@ -303,7 +303,7 @@ class _Run:
                 row_chunk=self.row_chunk or row_chunk_for_ingest(vectors.shape[1], len(paths)),
             )
             self._open(writer)
-            self.report.created = True
+            self.report.created = writer.created
         if self.committer is not None and len(paths):
             self.committer.submit(paths, vectors, labels)
 
@@ -338,7 +338,6 @@ def _ingest_pt_files_in_parallel(
     get_layout(options["layout"], pattern=options["pattern"])  # fail fast on a bad layout
     total = sum(_pt_entries(f) for f in files)
     report = IngestReport(store=str(options["store"]))
-    created = not is_store(options["store"])
     errors: list[BaseException] = []
     context = multiprocessing.get_context("spawn")  # no fork of a process running zarr threads
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -354,13 +353,13 @@ def _ingest_pt_files_in_parallel(
             report.bad += part.bad
             report.nonfinite += part.nonfinite
             report.outside_categories += part.outside_categories
+            report.created |= part.created  # the worker that made the store says so
             if progress is not None:
                 done = report.rows_added + len(report.bad)  # rows stored earlier left out
                 progress(done, total - report.already_stored)
     if errors:
         raise errors[0]
     report.rows = StoreWriter(options["store"]).rows
-    report.created = created
     return report
 
 

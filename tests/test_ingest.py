@@ -103,7 +103,16 @@ def test_pt_files_load_in_parallel_and_a_bad_one_fails_alone(tmp_path, pt_file):
         embstore.ingest([file, tmp_path / "ints.pt"], store=tmp_path / "s.zarr", jobs=2)
     assert embstore.open(tmp_path / "s.zarr").sizes["sample"] == len(data)  # the good file landed
     sequential = embstore.ingest([file], store=tmp_path / "one.zarr", jobs=1)
-    assert sequential.rows_added == len(data)
+    assert sequential.rows_added == len(data) and sequential.created
+
+
+def test_a_parallel_ingest_says_whether_it_created_the_store(tmp_path, pt_file):
+    file, data = pt_file
+    torch.save({"c/d.mp4": torch.ones(16)}, tmp_path / "more.pt")  # pt_file's 16-d vectors
+    first = embstore.ingest([file, tmp_path / "more.pt"], store=tmp_path / "s.zarr", jobs=2)
+    assert first.created and first.rows_added == len(data) + 1
+    again = embstore.ingest([file, tmp_path / "more.pt"], store=tmp_path / "s.zarr", jobs=2)
+    assert not again.created and again.already_stored == len(data) + 1
 
 
 def test_labels_csv_joins_mimic_record_list(tmp_path, pt_file):

@@ -219,3 +219,17 @@ def test_batches_with_other_labels_still_commit_whole_chunks() -> None:
     assert paths == ["e", "f"] and vectors.tolist() == [[1, 1], [1, 1]]
     assert labels == {"subject": ["", ""], "age_mo": [2, 3]}
     assert aligned.position == 6
+
+
+def test_a_writer_says_whether_it_created_the_store(tmp_path):
+    """One place decides create-or-open (``StoreWriter``); ingest and the loop writer report it."""
+    store = tmp_path / "new.store"
+    assert StoreWriter(store, feature_size=4).created
+    assert not StoreWriter(store, feature_size=4).created  # the same size: used, not made
+    assert not StoreWriter(store).created
+    with embstore.writer(tmp_path / "loop.store", feature_size=4) as w:
+        w.append(["a"], np.ones((1, 4)))
+    assert w.report.created and w.report.summary().startswith("created a new store; added 1")
+    with embstore.writer(tmp_path / "loop.store", feature_size=4) as w:
+        w.append(["b"], np.ones((1, 4)))
+    assert not w.report.created and w.report.summary().startswith("added 1 rows")

@@ -57,9 +57,13 @@ class WriterReport:
     commits: int = 0
     rows: int = 0
     nonfinite: list[str] = field(default_factory=list)
+    #: True when the block created the store (a mistyped path shows).
+    created: bool = False
 
     def summary(self) -> str:
         text = f"added {self.added} rows in {self.commits} commit(s), store has {self.rows}"
+        if self.created:
+            text = f"created a new store; {text}"
         if self.already_stored:
             text += f"; {self.already_stored} already stored (skipped)"
         if self.nonfinite:
@@ -88,7 +92,7 @@ class LoopWriter:
         #: Rows per embedding chunk of the store: commits end on a multiple of it.
         self.chunk = writer.row_chunk
         self.batch_rows = max(1, batch_rows or self.chunk)
-        self.report = WriterReport(store=str(writer.path), rows=writer.rows)
+        self.report = WriterReport(store=str(writer.path), rows=writer.rows, created=writer.created)
         #: Extra fields for this run's provenance entry when it completes (``notes.update``).
         self.notes = record
         self.commits = AlignedCommitter(

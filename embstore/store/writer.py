@@ -129,20 +129,28 @@ def create_store(
     >>> state.rows, state.feature_size
     (0, 768)
     """
-    location = parse_location(store)
+    state, _ = _create_or_check(parse_location(store), feature_size, model, row_chunk)
+    return state
+
+
+def _create_or_check(
+    location: Location, feature_size: int, model: str | None, row_chunk: int | None
+) -> tuple[StoreState, bool]:
+    """The one place that decides between creating a store and using the one there (whose
+    feature size must then match); also says whether it created it."""
     if feature_size < 1:
         raise StoreError(f"{location}: feature size must be positive, got {feature_size}")
     if location.path is not None:
         _check_creatable_folder(location)
 
-    def work(tx: Transaction) -> StoreState:
+    def work(tx: Transaction) -> tuple[StoreState, bool]:
         if tx.state is None:
             if list(tx.group.keys()):
                 raise StoreError(f"{location}: an Icechunk repository, but not an embstore store")
             _initialize(tx, feature_size, model, row_chunk)
-            return read_state(tx.group, location=location)
+            return read_state(tx.group, location=location), True
         check_feature_size(location, tx.state, feature_size)
-        return tx.state
+        return tx.state, False
 
     return run_transaction(location, work, action="create", message="create store", create=True)
 
@@ -223,8 +231,10 @@ class StoreWriter:
         self.location = parse_location(path)
         self.path = self.location.url
         self.on_duplicate = on_duplicate
+        #: True when this writer created the store (given ``feature_size``, it found none).
+        self.created = False
         if feature_size is not None:
-            create_store(self.location, feature_size=feature_size, model=model, row_chunk=row_chunk)
+            _, self.created = _create_or_check(self.location, feature_size, model, row_chunk)
         self._known_rows = 0
         self._paths: set[str] = set()
         self._run: dict[str, Any] | None = None
