@@ -31,6 +31,7 @@ _API: dict[str, tuple[str, str | None]] = {
     "ValidationReport": ("._info", "ValidationReport"),
     "info": ("._info", "info"),
     "validate": ("._info", "validate"),
+    "IngestConfig": (".ingest_config", "IngestConfig"),
     "IngestReport": ("._ingest", "IngestReport"),
     "ingest": ("._ingest", "ingest"),
     "NormalizeReport": ("._normalize", "NormalizeReport"),
@@ -107,6 +108,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/test_house.py checks
         StoreError,
     )
     from .extraction.image_extract import ImageExtractConfig, ImageExtractReport, extract_images
+    from .ingest_config import IngestConfig
     from .store.history import (
         GcReport,
         RecoverReport,

@@ -20,6 +20,7 @@ from .errors import BadInputError, EmbstoreError
 from .formats import open_source
 from .formats.base import BadRow, Source, SourceBatch
 from .formats.pt import PtDictSource
+from .ingest_config import IngestConfig
 from .keys import check_keys
 from .labels import Layout, get_layout, read_categories
 from .labels_csv import LabelsTable, label_columns, read_labels_csv
@@ -68,18 +69,9 @@ def ingest(
     sources: Sequence[str | os.PathLike[str]],
     *,
     store: StoreLike,
-    layout: str | Layout | None = None,
-    pattern: str | None = None,
-    labels_csv: str | os.PathLike[str] | None = None,
-    labels_key: str = "path",
-    categories: str | os.PathLike[str] | Sequence[str] | None = None,
-    skip_bad: bool = False,
-    on_duplicate: str = "skip",
-    model: str | None = None,
-    batch_rows: int | None = None,
-    row_chunk: int | None = None,
-    jobs: int = 1,
+    config: IngestConfig | None = None,
     progress: Progress | None = None,
+    **settings: Any,
 ) -> IngestReport:
     """Append the vectors of ``sources`` to ``store`` (created if missing), exactly once.
 
@@ -93,36 +85,17 @@ def ingest(
         :func:`embstore.keys.key_problem` (a relative POSIX path; see :mod:`embstore.keys`).
     store
         The store; created with the sources' feature size if it does not exist.
-    layout, pattern
-        How labels are read from each path: ``"babyview"``, ``"mimic-echo"``, or a regex whose
-        named groups become labels (``age_mo`` is parsed as an integer).
-    labels_csv, labels_key
-        A CSV whose ``labels_key`` column holds paths; its other columns become labels.
-        Without a layout, pattern or CSV no labels are derived (a warning says so); add them
-        later with :func:`embstore.relabel.label`.
-    categories
-        An allow-list (a file with one category per line, ``#`` comments allowed, or the
-        names): only rows whose ``category`` label is listed are ingested; the others are
-        counted in the report (``outside_categories``).
-    skip_bad
-        By default the first bad row (unreadable, wrong shape or dtype, a key that breaks the
-        path policy, unparseable path, no CSV row) fails the command and nothing of its batch
-        is committed. With ``skip_bad`` every bad row is skipped and listed in the report and
-        the store's provenance.
-    on_duplicate
-        ``"skip"`` rows whose path is already stored, or ``"error"``.
-    batch_rows
-        Rows per commit (default ``store.layout.DEFAULT_BATCH_ROWS``). A crash loses at most
-        the batch in flight; re-running the same
-        ingest completes the store with no row lost or duplicated.
-    jobs
-        Processes that load ``.pt`` files at once when every source is a ``.pt`` file
-        (unpickling is single-threaded Python; each process commits into the same store under
-        its lock). Default 1: a worker costs ~3 s of imports, so this pays off for many files on
-        many cores (10 per-folder files on a 16-core node), not for two files on two cores.
+    config
+        How rows are labelled, filtered, batched and loaded
+        (:class:`~embstore.ingest_config.IngestConfig`: ``layout``, ``pattern``,
+        ``labels_csv``, ``labels_key``, ``categories``, ``skip_bad``, ``on_duplicate``,
+        ``model``, ``batch_rows``, ``row_chunk``, ``jobs``).
     progress
         Called with ``(rows_done, rows_total)`` after each batch (after each file when
         ``.pt`` files load in parallel).
+    **settings
+        :class:`~embstore.ingest_config.IngestConfig` fields, instead of ``config`` or
+        overriding it (``ingest(["emb/"], store=s, layout="babyview")``).
 
     Examples
     --------
@@ -130,39 +103,19 @@ def ingest(
     >>> report.summary()
     'created a new store; added 24 rows, store has 24'
     """
-    if batch_rows is None:
-        batch_rows = DEFAULT_BATCH_ROWS
-    options = {
-        "store": store,
-        "layout": layout,
-        "pattern": pattern,
-        "labels_csv": labels_csv,
-        "labels_key": labels_key,
-        "categories": categories,
-        "skip_bad": skip_bad,
-        "on_duplicate": on_duplicate,
-        "model": model,
-        "batch_rows": batch_rows,
-        "row_chunk": row_chunk,
-    }
+    config = (config or IngestConfig()).with_(**settings)
     files = [Path(s) for s in sources]
     if (
-        jobs > 1
+        config.jobs > 1
         and len(files) > 1
         and all(f.is_file() and f.suffix.lower() in (".pt", ".pth") for f in files)
     ):
-        return _ingest_pt_files_in_parallel(files, jobs, options, progress)
-    plan = _Plan.make(sources, layout, pattern, labels_csv, labels_key, categories)
+        return _ingest_pt_files_in_parallel(files, store, config, progress)
+    plan = _Plan.make(sources, config)
     with contextlib.ExitStack() as stack:  # the run record: complete, failed or interrupted
-        run = _Run(
-            plan,
-            store=store,
-            on_duplicate=on_duplicate,
-            model=model,
-            row_chunk=row_chunk,
-            stack=stack,
-        )
-        run.read_all(batch_rows=batch_rows, skip_bad=skip_bad, progress=progress)
+        run = _Run(plan, store=store, config=config, stack=stack)
+        batch_rows = config.batch_rows or DEFAULT_BATCH_ROWS
+        run.read_all(batch_rows=batch_rows, skip_bad=config.skip_bad, progress=progress)
         report = run.finish()
     if run.writer is not None:
         report.rows = run.writer.rows
@@ -188,17 +141,14 @@ class _Plan:
     run_info: dict[str, Any]
 
     @classmethod
-    def make(
-        cls,
-        sources: Sequence[str | os.PathLike[str]],
-        layout: str | Layout | None,
-        pattern: str | None,
-        labels_csv: str | os.PathLike[str] | None,
-        labels_key: str,
-        categories: str | os.PathLike[str] | Sequence[str] | None,
-    ) -> _Plan:
-        resolved = get_layout(layout, pattern=pattern)
-        table = read_labels_csv(labels_csv, key=labels_key, layout=resolved) if labels_csv else None
+    def make(cls, sources: Sequence[str | os.PathLike[str]], config: IngestConfig) -> _Plan:
+        resolved = get_layout(config.layout, pattern=config.pattern)
+        labels_csv, categories = config.labels_csv, config.categories
+        table = (
+            read_labels_csv(labels_csv, key=config.labels_key, layout=resolved)
+            if labels_csv
+            else None
+        )
         allowed = read_categories(categories) if categories is not None else None
         opened = [open_source(s) for s in sources]
         named = resolved is not None and resolved.name != "pattern"  # a regex records itself
@@ -232,19 +182,21 @@ class _Run:
         plan: _Plan,
         *,
         store: StoreLike,
-        on_duplicate: str,
-        model: str | None,
-        row_chunk: int | None,
+        config: IngestConfig,
         stack: contextlib.ExitStack,
     ) -> None:
-        self.plan, self.store, self.on_duplicate = plan, store, on_duplicate
-        self.model, self.row_chunk, self.stack = model, row_chunk, stack
+        self.plan, self.store, self.stack = plan, store, stack
+        self.on_duplicate, self.model, self.row_chunk = (
+            config.on_duplicate,
+            config.model,
+            config.row_chunk,
+        )
         self.report = IngestReport(store=str(store))
         self.writer: StoreWriter | None = None
         self.record: RunRecord | None = None
         self.committer: AlignedCommitter | None = None
         if is_store(store):
-            self._open(StoreWriter(store, on_duplicate=on_duplicate))
+            self._open(StoreWriter(store, on_duplicate=self.on_duplicate))
 
     def _open(self, writer: StoreWriter) -> None:
         self.writer = writer
@@ -328,20 +280,21 @@ class _Run:
 
 
 def _ingest_pt_files_in_parallel(
-    files: list[Path], workers: int, options: dict[str, Any], progress: Progress | None
+    files: list[Path], store: StoreLike, config: IngestConfig, progress: Progress | None
 ) -> IngestReport:
     """One ``ingest`` per file in worker processes, all committing into the same store.
 
     Every file is ingested even if another fails; the first failure is raised at the end
     (nothing of its failing batch was committed, as in a sequential ingest).
     """
-    get_layout(options["layout"], pattern=options["pattern"])  # fail fast on a bad layout
+    get_layout(config.layout, pattern=config.pattern)  # fail fast on a bad layout
     total = sum(_pt_entries(f) for f in files)
-    report = IngestReport(store=str(options["store"]))
+    report = IngestReport(store=str(store))
+    one = config.with_(jobs=1)
     errors: list[BaseException] = []
     context = multiprocessing.get_context("spawn")  # no fork of a process running zarr threads
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(ingest, [f], jobs=1, **options) for f in files]
+    with ProcessPoolExecutor(max_workers=config.jobs, mp_context=context) as pool:
+        futures = [pool.submit(ingest, [f], store=store, config=one) for f in files]
         for future in as_completed(futures):
             try:
                 part = future.result()
@@ -359,7 +312,7 @@ def _ingest_pt_files_in_parallel(
                 progress(done, total - report.already_stored)
     if errors:
         raise errors[0]
-    report.rows = StoreWriter(options["store"]).rows
+    report.rows = StoreWriter(store).rows
     return report
 
 

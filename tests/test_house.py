@@ -169,6 +169,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "embstore.labels",
             "embstore.labels_csv",
             "embstore.scheduler",
+            "embstore.ingest_config",
         ),
     ),
     ("store", ("embstore.store",)),

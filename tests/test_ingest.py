@@ -254,3 +254,23 @@ def test_pickle_module_is_not_needed_for_npy(tmp_path):
     with pytest.raises(BadInputError, match="pickles are never loaded"):
         embstore.ingest([tmp_path / "t"], store=tmp_path / "s.zarr", layout="babyview")
     assert pickle  # imported to make the intent explicit
+
+
+def test_an_ingest_config_is_the_same_as_its_keywords(tmp_path, npy_tree):
+    config = embstore.IngestConfig(layout="babyview", batch_rows=16)
+    by_config = embstore.ingest([npy_tree], store=tmp_path / "a.store", config=config)
+    by_keywords = embstore.ingest(
+        [npy_tree], store=tmp_path / "b.store", layout="babyview", batch_rows=16
+    )
+    assert by_config.rows_added == by_keywords.rows_added > 0
+    a, b = embstore.open(tmp_path / "a.store"), embstore.open(tmp_path / "b.store")
+    assert list(a.path.values) == list(b.path.values)
+    assert list(a.subject.values) == list(b.subject.values)
+    # a keyword overrides the config; an unknown one names itself, before anything is made
+    again = embstore.ingest([npy_tree], store=tmp_path / "a.store", config=config, jobs=2)
+    assert again.already_stored == by_config.rows_added
+    with pytest.raises(BadInputError, match=r"^batchrows: is not an ingest setting"):
+        embstore.ingest([npy_tree], store=tmp_path / "c.store", batchrows=16)
+    with pytest.raises(BadInputError, match=r"^batch_rows: must be at least 1, got 0"):
+        embstore.ingest([npy_tree], store=tmp_path / "c.store", batch_rows=0)
+    assert not (tmp_path / "c.store").exists()
