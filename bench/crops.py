@@ -25,8 +25,8 @@ from pathlib import Path
 import embstore
 from embstore.extraction.crops import read_detections
 from embstore.extraction.image_extract import CropStream
-from embstore.extraction.image_samples import make_headcam_detections, make_tiny_image_model
 from embstore.extraction.images import ImageEncoder
+from embstore.testing.images import make_headcam_detections, make_tiny_image_model
 
 
 def vitb_dinov3(folder: Path) -> Path:

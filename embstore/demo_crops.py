@@ -19,7 +19,7 @@ from ._export import ExportReport, export
 from ._normalize import NormalizeReport, normalize_store
 from .errors import EmbstoreError
 from .extraction.image_extract import ImageExtractConfig, ImageExtractReport, extract_images
-from .extraction.image_samples import make_headcam_detections, make_tiny_image_model
+from .testing.images import make_headcam_detections, make_tiny_image_model
 
 #: The notebook's file names, as a path template for ``aggregate``.
 MONTH_LEVEL_TEMPLATE = "{category}/{subject}_{age_mo}_month_level_avg"

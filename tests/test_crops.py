@@ -23,8 +23,8 @@ from embstore.extraction.crops import (
     pixel_box,
     read_detections,
 )
-from embstore.extraction.image_samples import make_tiny_image_model, write_video
 from embstore.keys import key_problem
+from embstore.testing.images import make_tiny_image_model, write_video
 
 H, W, FPS = 48, 64, 10
 

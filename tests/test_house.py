@@ -5,6 +5,7 @@
 - module-level imports form no loop and never climb back up a layer;
 - every public verb function's body (docstring aside) is at most 60 lines;
 - the TYPE_CHECKING block of ``embstore/__init__.py`` imports exactly the ``_API`` table.
+- ``cli.py`` stays a thin entry point; the commands live in ``embstore/_cli/``.
 """
 
 from __future__ import annotations
@@ -359,3 +360,15 @@ def _type_checking_imports() -> dict[str, tuple[str, str | None]]:
 def test_the_type_checking_block_imports_exactly_the_api_table():
     assert _type_checking_imports() == embstore._API
     assert sorted(embstore.__all__) == sorted(["__version__", *embstore._API])
+
+
+CLI = PACKAGE.parent / "cli.py"
+
+
+def test_cli_py_is_a_thin_entry_point():
+    """``cli.py`` only re-exports ``embstore/_cli`` and runs it: no command is written there."""
+    tree = ast.parse(CLI.read_text())
+    defined = [n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)]
+    decorated = [n.name for n in ast.walk(tree) if getattr(n, "decorator_list", None)]
+    assert len(CLI.read_text().splitlines()) < 80
+    assert defined == ["main"] and decorated == []

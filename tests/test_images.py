@@ -16,8 +16,8 @@ from PIL import Image
 
 import embstore
 from embstore.errors import BadInputError, StoreError
-from embstore.extraction.image_samples import make_frame, make_tiny_image_model
 from embstore.extraction.images import DINOv3TorchPort, ImageEncoder, load_processor
+from embstore.testing.images import make_frame, make_tiny_image_model
 
 FAMILIES = ["dinov3", "dinov2", "clip", "siglip"]
 CASES = [(f, "cls") for f in FAMILIES] + [(f, "mean") for f in FAMILIES] + [("clip", "projected")]

@@ -19,7 +19,7 @@ import cli
 import embstore
 from embstore.demo_crops import MONTH_LEVEL_TEMPLATE
 from embstore.extraction.crops import pixel_box
-from embstore.extraction.image_samples import (
+from embstore.testing.images import (
     make_headcam_detections,
     make_tiny_image_model,
 )

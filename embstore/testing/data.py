@@ -419,7 +419,7 @@ def _make_doc_media(directory: Path) -> None:
     ``files/p10/p1000000{0,1}/s9000000{0,1}/9000000{0,1}_0001.dcm``: two 4-frame 32 x 32 RGB
     echo cines; ``vjepa2-tiny/``: a random 32-d V-JEPA2 (:func:`make_tiny_vjepa2`).
     """
-    from ..extraction.image_samples import make_headcam_detections, make_tiny_image_model
+    from .images import make_headcam_detections, make_tiny_image_model
 
     make_headcam_detections(
         directory,
