@@ -310,7 +310,7 @@ class PathIndex(Index):
         return f"PathIndex({self._name!r} along {self._dim!r}, {state})"
 
 
-SCAN_BLOCK_BYTES = 32 * 2**20
+SCAN_BLOCK_BYTES = 16 * 2**20
 """Target bytes of one dask task of a full scan (a whole multiple of the stored row chunk)."""
 
 
