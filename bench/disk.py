@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
+import dask
 import numpy as np
 
 import embstore
@@ -98,8 +99,9 @@ def best(repeat: int, func) -> float:
     return min(times)
 
 
-def reads(store: Path, repeat: int) -> tuple[float, float]:
-    """Seconds to read one subject, and to compute full-scan mean and std."""
+def reads(store: Path, repeat: int) -> tuple[float, float, float]:
+    """Seconds to read one subject, to compute full-scan mean and std on the dask array as
+    opened (one task a stored chunk), and through normalize (blocks of stored chunks)."""
 
     def one_subject() -> None:
         ds = embstore.open(store)
@@ -110,10 +112,14 @@ def reads(store: Path, repeat: int) -> tuple[float, float]:
         emb = embstore.open(store).embedding.data
         emb.mean(axis=0, dtype="f8").compute(), emb.std(axis=0, dtype="f8").compute()
 
-    return best(repeat, one_subject), best(repeat, full_scan)
+    def library_scan() -> None:  # normalize's statistics pass (store.lazy.scan_blocks)
+        out = embstore.normalize(embstore.open(store))
+        dask.compute(out.normalized_mean.data, out.normalized_std.data)
+
+    return best(repeat, one_subject), best(repeat, full_scan), best(repeat, library_scan)
 
 
-def layout_reads(work: Path, scale: float, repeat: int) -> dict[str, tuple[float, float]]:
+def layout_reads(work: Path, scale: float, repeat: int) -> dict[str, tuple[float, float, float]]:
     rows, dim = int(100_000 * scale), 768
     x = np.random.default_rng(2).standard_normal((rows, dim), dtype="f4")
     paths = [
@@ -160,28 +166,41 @@ def checksum_costs(work: Path, scale: float, repeat: int) -> dict[str, tuple[flo
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/embstore-disk"))
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    print(f"| pattern (scale {args.scale}) | disk before gc ÷ data | after gc ÷ data | goal |")
+def disk_table(work: Path, scale: float) -> None:
+    print(f"| pattern (scale {scale}) | disk before gc ÷ data | after gc ÷ data | goal |")
     print("|---|---|---|---|")
     for name, func in (
         ("6,000 x 768, batch_rows=500", pattern_batches),
         ("100 ingests of 256 x 1024", pattern_small_appends),
         ("six 50K x 1024 .pt files", pattern_pt_files),
     ):
-        before, after = func(args.workdir, args.scale)
+        before, after = func(work, scale)
         print(f"| {name} | {before:.3f} | {after:.3f} | <= 1.2 / <= 1.05 |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/embstore-disk"))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--reads-only", action="store_true", help="only the layout reads")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if not args.reads_only:
+        disk_table(args.workdir, args.scale)
     layout = layout_reads(args.workdir, args.scale, args.repeat)
-    (old_s, old_f), (new_s, new_f) = layout.values()
+    (old_s, old_f, old_l), (new_s, new_f, new_l) = layout.values()
     print("\n| read, 100K x 768 (scaled) | 4096-row chunks | 256-row chunks | ratio |")
     print("|---|---|---|---|")
     print(f"| one subject | {old_s:.3f} s | {new_s:.3f} s | {new_s / old_s:.2f} |")
     print(f"| full-scan mean+std | {old_f:.3f} s | {new_f:.3f} s | {new_f / old_f:.2f} |")
+    print(f"| normalize statistics | {old_l:.3f} s | {new_l:.3f} s | {new_l / old_l:.2f} |")
+    print(
+        f"| normalize (256) vs dask as opened (4096) | {old_f:.3f} s | {new_l:.3f} s | "
+        f"{new_l / old_f:.2f} |"
+    )
+    if args.reads_only:
+        return
     costs = checksum_costs(args.workdir, args.scale, args.repeat)
     (on_i, on_r), (off_i, off_r) = costs.values()
     print("\n| 100K x 768 (scaled) | crc32c on | off | ratio |")

@@ -39,6 +39,7 @@ from .store.location import Location, StoreLike, parse_location
 from .store.loop import writer
 from .store.read import open_store
 from .store.repo import readonly_group, reads_store, unreadable_as_store_error
+from .store.variables import check_fresh
 from .store.views import provenance
 
 log = logging.getLogger(__name__)
@@ -244,6 +245,7 @@ def aggregate(
     version: str | None = None,
     scheduler: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    allow_stale: bool = False,
 ) -> AggregateReport:
     """Write the mean of ``variable`` per group of ``by`` labels into a new store ``out``.
 
@@ -268,6 +270,9 @@ def aggregate(
         dask scheduler for the one pass over the rows (``local:N``, an address; as normalize).
     progress
         Called with ``(groups_written, groups)`` as the output is committed.
+    allow_stale
+        Use a stale derived variable (its inputs changed since it was computed) as it is;
+        by default it is refused (:class:`~embstore.errors.StaleVariableError`).
 
     Examples
     --------
@@ -285,6 +290,7 @@ def aggregate(
         raise BadInputError("min_count", f"must be at least 1, got {min_count}")
     ds = open_store(store, version=version)
     _check_inputs(ds, by, variable)
+    check_fresh(ds, variable, allow_stale=allow_stale, store=store)
     plan = plan_groups({name: np.asarray(ds[name].values) for name in by})
     if not len(plan.keys):
         raise EmbstoreError(f"{store}: no row has every label of {by}")

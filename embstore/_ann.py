@@ -34,6 +34,7 @@ from .store import SAMPLE, open_store
 from .store.attachments import read_attachment, write_attachment
 from .store.layout import now
 from .store.location import StoreLike
+from .store.variables import check_fresh
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def build_index(
     nprobe: int | None = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    allow_stale: bool = False,
 ) -> IndexReport:
     """Build an approximate (IVF) index over ``variable`` and record it as a version.
 
@@ -119,6 +121,9 @@ def build_index(
         More lists scanned: higher recall, slower queries.
     seed
         k-means seed (the same seed and data give the same index).
+    allow_stale
+        Index a stale derived variable (its inputs changed since it was computed) as it is;
+        by default it is refused (:class:`~embstore.errors.StaleVariableError`).
 
     Examples
     --------
@@ -142,6 +147,7 @@ def build_index(
     start = time.perf_counter()
     ds = open_store(store)
     data = _variable(ds, variable)
+    check_fresh(ds, variable, allow_stale=allow_stale, store=store)
     n, dim = (int(s) for s in data.shape)
     if n == 0:
         raise EmbstoreError(f"{store}: {variable!r} has no rows to index")

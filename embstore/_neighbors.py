@@ -29,6 +29,7 @@ import xarray as xr
 from .errors import EmbstoreError
 from .store import SAMPLE
 from .store.location import StoreLike
+from .store.variables import check_fresh
 from .store.views import label_mask
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def neighbors(
     device: str | None = None,
     approximate: bool = False,
     nprobe: int | None = None,
+    allow_stale: bool = False,
 ) -> pd.DataFrame:
     """The ``k`` rows nearest to each query, exactly (or approximately), as a tidy table.
 
@@ -93,6 +95,9 @@ def neighbors(
         One row per (query, rank): ``query`` (the path, or the vector's index), ``rank``
         (1 = nearest), ``path``, ``score``, then every label of the neighbour. Non-finite rows
         are never returned; a query gets fewer than ``k`` rows if fewer are allowed.
+    allow_stale
+        Use a stale derived variable (its inputs changed since it was computed) as it is;
+        by default it is refused (:class:`~embstore.errors.StaleVariableError`).
 
     Examples
     --------
@@ -106,6 +111,7 @@ def neighbors(
         from .store import open_store
 
         ds = open_store(ds)
+    check_fresh(ds, variable, allow_stale=allow_stale)
     if metric not in METRICS:
         raise EmbstoreError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     if k < 1:

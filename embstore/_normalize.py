@@ -27,6 +27,7 @@ from .labels import check_name, read_categories
 from .scheduler import dask_scheduler, distributed_scheduler
 from .store import parse_location, run_transaction
 from .store.layout import FEATURE, ROOT_ATTR, SAMPLE, now
+from .store.lazy import scan_blocks
 from .store.location import StoreLike
 from .store.read import open_lazily
 from .store.repo import StoreState
@@ -163,6 +164,7 @@ def normalize(
 
 def _statistics(ds: xr.Dataset, x: da.Array, used: np.ndarray) -> tuple[Any, Any, Any]:
     """Lazy per-feature mean, population std and row count over the ``used`` rows of ``x``."""
+    x = scan_blocks(x)  # a few stored chunks a task, not one (256-row chunks: issue 18)
     selected = x if used.all() else x[np.flatnonzero(used)]
     if "nonfinite" not in ds.coords:  # no label to trust: drop non-finite rows lazily
         selected = selected.astype(np.float64)

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from .errors import EmbstoreError
 from .store import SAMPLE
+from .store.variables import check_fresh
 
 
 class EmbeddingDataset(Dataset):
@@ -48,12 +49,13 @@ def torch_dataset(
     variable: str = "embedding",
     label: str | None = None,
     drop_nonfinite: bool = True,
+    allow_stale: bool = False,
 ) -> EmbeddingDataset:
     """``ds[variable]`` as a torch ``Dataset`` of ``(vector, class index)`` (see the class).
 
     The rows of ``ds`` are read into memory once (select them first with ``ds.emb.rows``).
     Rows flagged non-finite (or holding NaN/Inf in ``variable``) are left out unless
-    ``drop_nonfinite=False``.
+    ``drop_nonfinite=False``. A stale derived ``variable`` is refused unless ``allow_stale``.
 
     Examples
     --------
@@ -73,6 +75,7 @@ def torch_dataset(
     if label is not None and (label not in ds.coords or ds[label].dims != (SAMPLE,)):
         have = sorted(str(n) for n, c in ds.coords.items() if c.dims == (SAMPLE,))
         raise EmbstoreError(f"no label {label!r} (labels: {', '.join(have)})")
+    check_fresh(ds, variable, allow_stale=allow_stale)
     vectors = np.asarray(ds[variable].values, dtype=np.float32)
     keep: np.ndarray = np.ones(len(vectors), dtype=bool)
     if drop_nonfinite:

@@ -82,14 +82,23 @@ class EmbDatasetAccessor:
         return self._obj[variable].emb.to_pandas()
 
     def torch_dataset(
-        self, *, variable: str = "embedding", label: str | None = None, drop_nonfinite: bool = True
+        self,
+        *,
+        variable: str = "embedding",
+        label: str | None = None,
+        drop_nonfinite: bool = True,
+        allow_stale: bool = False,
     ) -> EmbeddingDataset:
         """These rows as a torch ``Dataset`` of ``(vector, class index)`` for probes
         (:func:`embstore._torch_dataset.torch_dataset`; torch is imported only here)."""
         from ._torch_dataset import torch_dataset
 
         return torch_dataset(
-            self._obj, variable=variable, label=label, drop_nonfinite=drop_nonfinite
+            self._obj,
+            variable=variable,
+            label=label,
+            drop_nonfinite=drop_nonfinite,
+            allow_stale=allow_stale,
         )
 
     @property

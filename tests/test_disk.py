@@ -4,7 +4,11 @@ ingest re-runs to completion on a disk twice the data."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -87,3 +91,44 @@ def test_after_a_full_disk_and_freeing_space_the_rerun_completes(tmp_path):
     ds = embstore.open(store)
     assert ds.sizes["sample"] == rows and len(set(ds["path"].values.tolist())) == rows
     assert disk.used <= 2 * data
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: int) -> Iterator[Path]:
+    """A real disk of ``size`` bytes (a tmpfs; needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; the real disk-full path is not exercised")
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_on_a_real_disk_twice_the_data_the_rerun_after_enospc_completes(tmp_path):
+    """Issue 18: after ENOSPC mid-ingest and freeing the space, the re-run completes on a disk
+    of 2 x the float32 vectors, every row exactly once and equal to the source."""
+    rows, dim = 16_000, 256  # 16 MiB of vectors: the store's fixed metadata is small beside it
+    file = tmp_path / "a.pt"
+    save_pt(file, rows, dim, "a", 3)
+    data = rows * dim * 4
+    with tmpfs(tmp_path / "disk", 2 * data) as disk:
+        store = disk / "s"
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * (2 * data - data // 2))  # room for half the vectors
+        with pytest.raises(EmbstoreError, match="No space left"):
+            embstore.ingest([file], store=store, batch_rows=2000)
+        filler.unlink()
+        embstore.ingest([file], store=store, batch_rows=2000)
+        ds = embstore.open(store)
+        paths = ds["path"].values.tolist()
+        assert len(paths) == rows == len(set(paths))
+        source = torch.load(file)
+        got = ds.embedding.values
+        for i, path in enumerate(paths):
+            np.testing.assert_array_equal(got[i], source[path].numpy())

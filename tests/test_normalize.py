@@ -125,8 +125,9 @@ def test_in_memory_and_chunked_datasets_give_the_same_result(store):
     np.testing.assert_allclose(a, c, rtol=1e-6)
 
 
-def test_no_task_holds_more_than_a_chunk(store):
+def test_no_task_holds_more_than_a_chunk(store, monkeypatch):
     """Out-of-core: every intermediate is at most a few chunks, never the whole matrix."""
+    monkeypatch.setattr("embstore.store.lazy.SCAN_BLOCK_BYTES", 0)  # scans: one chunk a task
     biggest = []
 
     class Sizes(Callback):
@@ -182,3 +183,28 @@ def test_existing_variable_needs_overwrite_and_a_failed_write_leaves_none(store,
     assert len(history) == versions + 1
     old = embstore.open(store, version=history[1].id)
     assert provenance(old.normalized)["exclude_subjects"] == [EXCLUDED]
+
+
+def test_small_chunk_scans_read_blocks_of_chunks_and_give_the_same_statistics(tmp_path):
+    """Issue 18: a store in small stored chunks is scanned a few chunks a task (not one task a
+    chunk), while ``embstore.open`` stays chunk-exact, and the statistics do not change."""
+    from embstore.store import lazy
+
+    rows, dim = 3000, 32
+    x = np.random.default_rng(5).standard_normal((rows, dim), dtype="f4") + 3
+    paths = [f"c/{i:05d}.npy" for i in range(rows)]
+    small, big = tmp_path / "small.store", tmp_path / "big.store"
+    StoreWriter(small, feature_size=dim, row_chunk=256).append(paths, x, {})
+    StoreWriter(big, feature_size=dim, row_chunk=4096).append(paths, x, {})
+    opened = embstore.open(small).embedding.data
+    assert opened.chunks[0][0] == 256  # selections stay chunk-exact
+    blocks = lazy.scan_blocks(opened, target_bytes=10 * 256 * dim * 4)
+    assert blocks.chunks[0][:2] == (2560, 440)
+    np.testing.assert_array_equal(blocks.compute(), x)
+    assert lazy.scan_blocks(opened[1:]).chunks == opened[1:].chunks  # not a plain read: as is
+    a = embstore.normalize(embstore.open(small)).normalized_mean.values
+    b = embstore.normalize(embstore.open(big)).normalized_mean.values
+    np.testing.assert_allclose(a, x.astype("f8").mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(a, b, rtol=1e-13)
+    sa = embstore.normalize(embstore.open(small)).normalized_std.values
+    np.testing.assert_allclose(sa, x.astype("f8").std(axis=0), rtol=1e-12)

@@ -230,3 +230,35 @@ def test_any_derived_variable_written_through_the_store_knows_its_inputs(store):
     embstore.label(store, labels_csv=csv)
     stale = "stale: age_mo of 5 rows changed since it was computed"
     assert embstore.info(store)["variables"]["age6_mean"]["status"] == stale
+
+
+def test_every_consumer_refuses_a_stale_variable_unless_allow_stale(store, tmp_path):
+    """Issue 18: neighbors, aggregate, torch datasets and indexes never use a stale variable
+    silently; each names it and why, and ``allow_stale=True`` uses it as it is."""
+    embstore.normalize_store(store, exclude_subjects=[EXCLUDED])
+    _relabel_into_excluded(store)
+    ds = embstore.open(store)
+    query = str(ds.path.values[0])
+    why = r"'normalized' is stale \(subject of 12 rows changed since it was computed\)"
+    uses = {
+        "neighbors": lambda **kw: embstore.neighbors(ds, query, k=3, variable="normalized", **kw),
+        "aggregate": lambda **kw: embstore.aggregate(
+            store, tmp_path / f"agg{len(kw)}.store", variable="normalized", **kw
+        ),
+        "torch_dataset": lambda **kw: ds.emb.torch_dataset(variable="normalized", **kw),
+    }
+    try:
+        import faiss  # noqa: F401
+
+        uses["build_index"] = lambda **kw: embstore.build_index(
+            store, variable="normalized", lists=2, **kw
+        )
+    except ImportError:
+        pass
+    for name, use in uses.items():
+        with pytest.raises(StaleVariableError, match=why):
+            use()
+        assert use(allow_stale=True) is not None, name
+    assert not (tmp_path / "agg0.store").exists()  # refused before anything was written
+    # the raw embedding is never derived: used without a word
+    assert len(embstore.neighbors(ds, query, k=3)) == 3

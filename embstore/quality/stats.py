@@ -22,6 +22,7 @@ from .._progress import Progress, count_rows
 from ..errors import EmbstoreError
 from ..labels import MISSING_AGE, MISSING_STR
 from ..store import FEATURE, SAMPLE
+from ..store.lazy import scan_blocks
 from ..store.views import provenance
 
 #: A feature is of "extreme scale" when its std is this many times above or below the median
@@ -117,7 +118,7 @@ def scan(
     data = _variable(ds, variable)
     raw = _dask(data)
     shift = _reference(raw) if covariance else np.zeros(raw.shape[1])
-    x = count_rows(raw, progress)
+    x = count_rows(scan_blocks(raw), progress)  # a few stored chunks a task (issue 18)
     finite_rows = da.isfinite(x).all(axis=1)
     clean = da.where(finite_rows[:, None], x, 0).astype(np.float64)
     masked = da.where(finite_rows[:, None], x, np.nan).astype(np.float64)

@@ -55,7 +55,7 @@ import xarray as xr
 import zarr
 
 from .._progress import RowCountingTarget
-from ..errors import EmbstoreError, StoreError
+from ..errors import EmbstoreError, StaleVariableError, StoreError
 from .layout import MATRIX_COMPRESSORS, ROOT_ATTR, SAMPLE, dims_of
 from .location import StoreLike
 from .read import STORE_ENCODING, VERSION_ENCODING, open_lazily, open_store
@@ -354,6 +354,28 @@ def stale_reasons(ds: xr.Dataset, name: str, *, store: StoreLike | None = None) 
     elif rows > now_rows:
         reasons.append(f"was computed over {rows} rows; the store now has {now_rows}")
     return reasons
+
+
+def check_fresh(
+    ds: xr.Dataset, name: str, *, allow_stale: bool, store: StoreLike | None = None
+) -> list[str]:
+    """Refuse derived variable ``name`` if it is stale (:func:`stale_reasons`) unless
+    ``allow_stale``; return the reasons (``[]`` if fresh, or not checked with ``allow_stale``).
+
+    For every consumer where freshness matters (export, neighbors, aggregate, torch datasets,
+    indexes): a stale variable is never used silently.
+    """
+    if allow_stale or name not in ds.data_vars:
+        return []
+    stale = stale_reasons(ds, name, store=store)
+    if stale:
+        where = f"{store}: " if store is not None else ""
+        msg = (
+            f"{where}{name!r} is stale ({'; '.join(stale)}); recompute it (refresh=True)"
+            " or pass allow_stale=True to use it as it is"
+        )
+        raise StaleVariableError(msg)
+    return stale
 
 
 def stale_variables(ds: xr.Dataset, *, store: StoreLike | None = None) -> dict[str, list[str]]:

@@ -71,8 +71,9 @@ def test_pca_matches_numpy(store):
         assert abs(abs(model.components[k] @ vt[k]) - 1) < 1e-8
 
 
-def test_health_reads_chunk_by_chunk(tmp_path):
+def test_health_reads_chunk_by_chunk(tmp_path, monkeypatch):
     """Larger than any single task may hold: no intermediate exceeds a few chunks."""
+    monkeypatch.setattr("embstore.store.lazy.SCAN_BLOCK_BYTES", 0)  # scans: one chunk a task
     x = np.random.default_rng(1).standard_normal((4000, 16)).astype(np.float32)
     StoreWriter(tmp_path / "s.zarr", feature_size=16, row_chunk=100).append(
         [str(i) for i in range(4000)], x
@@ -134,7 +135,8 @@ def test_pca_of_a_scan_without_covariance_is_refused(store):
         insp.pca(insp.scan(embstore.open(store)))
 
 
-def test_scan_progress_counts_rows_once_per_chunk(tmp_path):
+def test_scan_progress_counts_rows_once_per_block(tmp_path, monkeypatch):
+    monkeypatch.setattr("embstore.store.lazy.SCAN_BLOCK_BYTES", 2 * 16 * 4 * 4)  # 2 chunks
     x = np.random.default_rng(4).standard_normal((100, 4)).astype(np.float32)
     StoreWriter(tmp_path / "s.zarr", feature_size=4, row_chunk=16).append(
         [str(i) for i in range(100)], x
@@ -144,7 +146,7 @@ def test_scan_progress_counts_rows_once_per_chunk(tmp_path):
         embstore.open(tmp_path / "s.zarr"), covariance=True, progress=lambda *a: calls.append(a)
     )
     done = [d for d, _ in calls]
-    assert len(calls) == 7 and done == sorted(done) and calls[-1] == (100, 100)
+    assert len(calls) == 4 and done == sorted(done) and calls[-1] == (100, 100)
 
 
 def test_counts_are_sorted_by_rows_with_missing_named(tmp_path):
