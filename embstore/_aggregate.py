@@ -34,7 +34,7 @@ from .errors import BadInputError, EmbstoreError
 from .keys import key_problem
 from .labels import INTEGER_LABELS, MISSING_AGE, MISSING_STR
 from .scheduler import dask_scheduler
-from .store.layout import FEATURE, SAMPLE, now
+from .store.layout import FEATURE, SAMPLE, now, row_chunk_for_ingest
 from .store.location import Location, StoreLike, parse_location
 from .store.loop import writer
 from .store.read import open_store
@@ -374,15 +374,21 @@ def _write_groups(
     labels[COUNT_NONFINITE] = (plan.sizes[keep] - counts[keep]).tolist()
     model = provenance(ds).get("model")
     info = {"source": record["source"], "by": record["by"], "variable": record["variable"]}
-    with writer(out, feature_size=means.shape[1], model=model, action="aggregate", info=info) as w:
+    # One commit (the means are in memory already; each commit is a version and costs time:
+    # 35K groups in 9 chunk-sized commits took 2.6 s); a new store's chunk fits its groups.
+    with writer(
+        out,
+        feature_size=means.shape[1],
+        model=model,
+        action="aggregate",
+        info=info,
+        batch_rows=len(paths),
+        row_chunk=row_chunk_for_ingest(means.shape[1], len(paths)),
+    ) as w:
         w.claim("aggregate", record, defining=DEFINING)
-        step = w.chunk
-        for start in range(0, len(paths), step):
-            stop = min(start + step, len(paths))
-            part = {name: values[start:stop] for name, values in labels.items()}
-            w.append(paths[start:stop], means[start:stop], labels=part)
-            if progress is not None:
-                progress(stop, len(paths))
+        w.append(paths, means, labels=labels)
+    if progress is not None:
+        progress(len(paths), len(paths))
     return w.report.added
 
 

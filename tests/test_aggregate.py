@@ -178,3 +178,15 @@ def test_grouped_sums_on_numpy_any_chunking() -> None:
         sums, counts = grouped_sums(x, codes, 9, chunk=chunk).compute(scheduler="sync")
         np.testing.assert_allclose(sums[expected.index], expected.to_numpy(), rtol=1e-12)
         assert counts.tolist() == np.bincount(codes[frame.index], minlength=9).tolist()
+
+
+def test_output_chunk_fits_its_groups(tmp_path: Path) -> None:
+    """A handful of groups once got a 16 MiB chunk (any new store's default); the output's
+    chunk now fits its groups (layout's 256-row floor), so the store takes ~100 KiB."""
+    _make_store(tmp_path / "crops.store")
+    before = tmp_path / "months.store"
+    embstore.aggregate(tmp_path / "crops.store", before, by=BY)
+    out = embstore.open(before)
+    assert out.embedding.encoding["chunks"][0] == 256
+    on_disk = sum(f.stat().st_size for f in before.rglob("*") if f.is_file())
+    assert on_disk < 256 * out.sizes["feature"] * 4 + 512 * 1024

@@ -145,3 +145,18 @@ def test_folder_of_images_into_a_store(tmp_path: Path, models: dict[str, Path]) 
     other = embstore.ImageExtractConfig(checkpoint=models["siglip"], pooling="mean")
     with pytest.raises(StoreError, match="other extraction settings"):
         embstore.extract_images(media, store=tmp_path / "s", config=other)
+
+
+def test_tiny_store_gets_a_small_chunk(tmp_path: Path, models: dict[str, Path]) -> None:
+    """A 4-image store once wrote a 16 MiB embedding chunk (the default for any store); its
+    chunk now fits its rows as ingest's does (layout's floor: 256 rows), so it takes ~100 KiB."""
+    media = tmp_path / "images"
+    media.mkdir()
+    for i in range(4):
+        Image.fromarray(make_frame(24, 30, seed=i)).save(media / f"{i}.png")
+    config = embstore.ImageExtractConfig(checkpoint=models["dinov2"])
+    report = embstore.extract_images(media, store=tmp_path / "s", config=config)
+    ds = embstore.open(tmp_path / "s")
+    assert report.added == 4 and ds.embedding.encoding["chunks"][0] == 256
+    on_disk = sum(f.stat().st_size for f in (tmp_path / "s").rglob("*") if f.is_file())
+    assert on_disk < 256 * ds.sizes["feature"] * 4 + 512 * 1024  # 16 MiB before

@@ -21,6 +21,7 @@ from torch.utils.data import IterableDataset
 
 from ..errors import BadInputError
 from ..formats.base import BadRow
+from ..store.layout import row_chunk_for_ingest
 from ..store.loop import writer
 from .crops import Crop, frames_of, image_folder, read_detections
 from .images import ImageEncoder
@@ -202,12 +203,16 @@ def extract_images(
     description = encoder.describe()
     report = ImageExtractReport(store=str(store), inputs=len(crops))
     start = time.perf_counter()
+    # A new store's row chunk fits this run's rows (its first commit, as ingest's): 4 crops
+    # do not get a 16 MiB chunk; commits still end on chunk edges (no partial chunk rewritten).
+    planned = min(len(crops), config.limit if config.limit is not None else len(crops))
     with writer(
         store,
         feature_size=encoder.dim,
         model=encoder.name,
         action="extract",
         batch_rows=config.commit_rows,
+        row_chunk=row_chunk_for_ingest(encoder.dim, min(planned, config.commit_rows or planned)),
         info=info,
     ) as w:
         w.claim("extraction", description, defining=DEFINING)
