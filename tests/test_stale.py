@@ -262,3 +262,15 @@ def test_every_consumer_refuses_a_stale_variable_unless_allow_stale(store, tmp_p
     assert not (tmp_path / "agg0.store").exists()  # refused before anything was written
     # the raw embedding is never derived: used without a word
     assert len(embstore.neighbors(ds, query, k=3)) == 3
+
+
+def test_the_cli_refuses_a_stale_variable_unless_allow_stale(store, tmp_path):
+    embstore.normalize_store(store, exclude_subjects=[EXCLUDED])
+    _relabel_into_excluded(store)
+    query = str(embstore.open(store).path.values[0])
+    for args in (
+        ["neighbors", store, "--path", query, "--variable", "normalized"],
+        ["aggregate", store, tmp_path / "agg.store", "--variable", "normalized"],
+    ):
+        assert "'normalized' is stale" in _cli(*args, code=1)
+        _cli(*args, "--allow-stale", code=0)

@@ -55,6 +55,9 @@ Version = Annotated[
     str | None,
     typer.Option("--version", help="A version id (or prefix, see `embstore log`) or a tag."),
 ]
+AllowStale = Annotated[
+    bool, typer.Option(help="Use a derived variable even if its inputs changed since.")
+]
 Scheduler = Annotated[
     str | None,
     typer.Option(help="dask scheduler: threads (default), local:N, or a scheduler address."),
@@ -136,6 +139,8 @@ def _terminal_records(record: logging.LogRecord) -> bool:
     """The log records the terminal shows: embstore's own, and other libraries' from ERROR
     up; with ``--debug`` everything (their warnings included)."""
     own = record.name == "embstore" or record.name.startswith("embstore.")
+    if record.name == "asyncio":  # zarr's orphaned tasks after a damage error already reported
+        return _debug
     return own or _debug or record.levelno >= logging.ERROR
 
 

@@ -11,6 +11,7 @@ import typer
 import embstore
 from embstore._cli.app import (
     LAYOUT_HELP,
+    AllowStale,
     Categories,
     Duplicate,
     Format,
@@ -62,9 +63,7 @@ def ingest_cmd(
 ) -> None:
     """Append embeddings to a store (created if missing), exactly once and crash-safe."""
     with _progress(quiet, "ingest") as progress:
-        report = embstore.ingest(
-            sources,
-            store=store,
+        config = embstore.IngestConfig(
             layout=layout.value if layout else None,
             pattern=pattern,
             labels_csv=labels,
@@ -75,8 +74,8 @@ def ingest_cmd(
             model=model,
             batch_rows=batch_rows,
             jobs=jobs,
-            progress=progress,
         )
+        report = embstore.ingest(sources, store=store, config=config, progress=progress)
     _say(quiet, f"{store}: {report.summary()}")
     for bad in report.bad:
         _say(quiet, one_line(f"  skipped {bad}"))
@@ -150,6 +149,7 @@ def aggregate(
     ] = None,
     version: Version = None,
     scheduler: Scheduler = None,
+    allow_stale: AllowStale = False,
     quiet: Quiet = False,
 ) -> None:
     """Mean (and count) of the rows per group of labels, written as a new store of groups."""
@@ -163,6 +163,7 @@ def aggregate(
             path_template=path_template,
             version=version,
             scheduler=scheduler,
+            allow_stale=allow_stale,
             progress=progress,
         )
     _say(quiet, f"{store}: {report.summary()}")

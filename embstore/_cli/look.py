@@ -12,6 +12,7 @@ from rich.table import Table
 
 import embstore
 from embstore._cli.app import (
+    AllowStale,
     AsJson,
     Quiet,
     Scheduler,
@@ -196,6 +197,7 @@ def neighbors(
         bool, typer.Option(help="Use the store's approximate index (see `embstore index`).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
+    allow_stale: AllowStale = False,
     quiet: Quiet = False,
 ) -> None:
     """The rows nearest to stored rows (exact search chunk by chunk, or --approximate)."""
@@ -211,6 +213,7 @@ def neighbors(
         where=where or None,
         exclude_same_subject=exclude_same_subject,
         approximate=approximate,
+        allow_stale=allow_stale,
     )
     if as_json:
         print(table.to_json(orient="records", indent=2))
@@ -279,6 +282,7 @@ def index(
     nprobe: Annotated[
         int | None, typer.Option(min=1, help="Lists scanned per query (default lists/16).")
     ] = None,
+    allow_stale: AllowStale = False,
     quiet: Quiet = False,
 ) -> None:
     """Build the approximate-neighbours index (faiss IVF) of a variable, as a new version."""
@@ -289,6 +293,7 @@ def index(
             metric=metric.value,
             lists=lists,
             nprobe=nprobe,
+            allow_stale=allow_stale,
             progress=progress,
         )
     _say(quiet, f"{store}: {report.summary()}")
