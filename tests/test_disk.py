@@ -4,11 +4,7 @@ ingest re-runs to completion on a disk twice the data."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -20,6 +16,7 @@ from icechunk.store import IcechunkStore
 import embstore
 from embstore.errors import EmbstoreError
 from embstore.store import parse_age
+from embstore.testing.disk import tmpfs
 
 ZERO = parse_age("0s")
 
@@ -91,23 +88,6 @@ def test_after_a_full_disk_and_freeing_space_the_rerun_completes(tmp_path):
     ds = embstore.open(store)
     assert ds.sizes["sample"] == rows and len(set(ds["path"].values.tolist())) == rows
     assert disk.used <= 2 * data
-
-
-@contextlib.contextmanager
-def tmpfs(mount: Path, size: int) -> Iterator[Path]:
-    """A real disk of ``size`` bytes (a tmpfs; needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; the real disk-full path is not exercised")
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_on_a_real_disk_twice_the_data_the_rerun_after_enospc_completes(tmp_path):

@@ -19,6 +19,7 @@ import embstore
 from cli import app
 from embstore.errors import EmbstoreError
 from embstore.testing import make_npy_tree
+from embstore.testing.disk import tmpfs
 
 runner = CliRunner()
 
@@ -127,21 +128,8 @@ def test_a_label_cannot_take_a_variables_name(store, npy_tree, tmp_path):
 # --- a full or read-only disk -----------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _mount_tmpfs(mount: Path, megabytes: int) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root; the disk-full path is not exercised")
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(mount)],
-        capture_output=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+def _mount_tmpfs(mount: Path, megabytes: int) -> contextlib.AbstractContextManager[Path]:
+    return tmpfs(mount, megabytes * 2**20)
 
 
 @pytest.fixture
