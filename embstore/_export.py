@@ -20,12 +20,12 @@ import xarray as xr
 
 from ._fs import replacing
 from ._progress import Progress
-from .errors import EmbstoreError, StaleVariableError
+from .errors import EmbstoreError
 from .formats import FORMATS, get_format
 from .store import SAMPLE, open_store, parse_location
 from .store.location import StoreLike
 from .store.repo import reads_store
-from .store.variables import stale_reasons
+from .store.variables import check_fresh
 from .store.views import provenance, row_filter
 
 log = logging.getLogger(__name__)
@@ -110,13 +110,7 @@ def export(
         raise EmbstoreError(f"{out}: exists (pass overwrite=True to replace it)")
     if not out.parent.is_dir():
         raise EmbstoreError(f"{out.parent}: does not exist (the folder to export into)")
-    stale = stale_reasons(ds, variable, store=store)
-    if stale and not allow_stale:
-        msg = (
-            f"{store}: {variable!r} is stale ({'; '.join(stale)}); recompute it (refresh=True)"
-            " or pass allow_stale=True to export it as it is"
-        )
-        raise StaleVariableError(msg)
+    stale = check_fresh(ds, variable, allow_stale=allow_stale, store=store)
     rows, total = covered_rows(ds, variable), int(ds.sizes[SAMPLE])
     if rows < total:
         log.warning("%s covers %d of %d rows; exporting those", variable, rows, total)

@@ -360,15 +360,15 @@ def check_fresh(
     ds: xr.Dataset, name: str, *, allow_stale: bool, store: StoreLike | None = None
 ) -> list[str]:
     """Refuse derived variable ``name`` if it is stale (:func:`stale_reasons`) unless
-    ``allow_stale``; return the reasons (``[]`` if fresh, or not checked with ``allow_stale``).
+    ``allow_stale``; return the reasons (``[]`` if fresh), which a report may then name.
 
     For every consumer where freshness matters (export, neighbors, aggregate, torch datasets,
     indexes): a stale variable is never used silently.
     """
-    if allow_stale or name not in ds.data_vars:
+    if name not in ds.data_vars:
         return []
     stale = stale_reasons(ds, name, store=store)
-    if stale:
+    if stale and not allow_stale:
         where = f"{store}: " if store is not None else ""
         msg = (
             f"{where}{name!r} is stale ({'; '.join(stale)}); recompute it (refresh=True)"
