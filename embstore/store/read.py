@@ -75,7 +75,9 @@ def open_lazily(store: StoreLike | Location, *, version: str | None = None) -> x
     location, session, group = readonly_group(store, version)
     read_state(group, location=location)  # a clear StoreError for a foreign repository
     with unreadable_as_store_error(location):
-        ds = xr.open_zarr(session.store, consolidated=False, chunks={})
+        # the group holds the version's metadata (read once by readonly_group): no listing
+        zarr_store = xr.backends.ZarrStore(group, mode="r", use_zarr_fill_value_as_mask=False)
+        ds = xr.open_dataset(zarr_store, chunks={})
     ds.encoding[VERSION_ENCODING] = str(session.snapshot_id)
     ds.encoding[STORE_ENCODING] = str(location)
     return ds

@@ -14,12 +14,13 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any, TypeVar
 
 import icechunk
 import zarr
+from zarr.core.group import AsyncGroup, ConsolidatedMetadata, GroupMetadata
 
 from ..errors import DamagedStoreError, EmbstoreError, StoreError
 from .integrity import check_chunk_refs, check_snapshot_id, lost_ref, snapshot_files
@@ -256,7 +257,9 @@ def readonly_group(
     selection = resolve_version(repo, version, location=location)
     with unreadable_as_store_error(location):
         session = repo.readonly_session(**selection)
-        group = zarr.open_group(session.store, mode="r", zarr_format=3)
+        group = metadata_in_memory(
+            zarr.open_group(session.store, mode="r", zarr_format=3, use_consolidated=False)
+        )
     # what the ref names is what is read; a replaced snapshot or manifest is an error
     check_snapshot_id(repo, str(session.snapshot_id), where=str(location))
     with unreadable_as_store_error(location):
@@ -264,6 +267,23 @@ def readonly_group(
             state = read_state(group, location=location)
             check_chunk_refs(session, state.arrays, state.rows, where=str(location))
     return location, session, group
+
+
+def metadata_in_memory(group: zarr.Group) -> zarr.Group:
+    """``group`` with every member's metadata read once, concurrently, and kept in memory.
+
+    A read-only version never changes, so its metadata need not be fetched again: listing
+    the arrays, reading the state and building the xarray dataset then cost no I/O (each
+    used to list the group and read every ``zarr.json`` again). Nothing is written: the
+    metadata is zarr's consolidated form, held by this group object only.
+    """
+    members = {key: node.metadata for key, node in group.members(max_depth=None)}
+    for key, meta in members.items():
+        if isinstance(meta, GroupMetadata) and meta.consolidated_metadata is None:
+            members[key] = replace(meta, consolidated_metadata=ConsolidatedMetadata(metadata={}))
+    ConsolidatedMetadata._flat_to_nested(members)  # the layout zarr's consolidation uses
+    kept = replace(group.metadata, consolidated_metadata=ConsolidatedMetadata(metadata=members))
+    return zarr.Group(AsyncGroup(metadata=kept, store_path=group.store_path))
 
 
 def plain(value: Mapping[str, Any]) -> dict[str, Any]:

@@ -180,3 +180,25 @@ def test_sel_by_path_after_any_row_selection_matches_numpy(store, steps, data):
     if absent:
         with pytest.raises(KeyError):
             view.sel(path=paths[absent[0]])
+
+
+def test_open_reads_each_metadata_document_once(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a version reads the group's and every array's ``zarr.json`` once: the state
+    check, the integrity check and xarray share the metadata read by the first listing."""
+    import icechunk
+
+    gets: Counter = Counter()
+    original = icechunk.IcechunkStore.get
+
+    async def counting(self: icechunk.IcechunkStore, key: str, *args: object, **kw: object):
+        gets[key] += 1
+        return await original(self, key, *args, **kw)
+
+    monkeypatch.setattr(icechunk.IcechunkStore, "get", counting)
+    ds = embstore.open(store)
+    documents = {k: n for k, n in gets.items() if k.endswith("zarr.json")}
+    assert "embedding/zarr.json" in documents and "zarr.json" in documents
+    assert max(documents.values()) == 1, documents
+    assert ds.embedding.shape[0] == int(ds.subject.size)
