@@ -28,6 +28,7 @@ import xarray as xr
 
 from .errors import EmbstoreError
 from .store import SAMPLE
+from .store.lazy import stored_source
 from .store.location import StoreLike
 from .store.variables import check_fresh
 from .store.views import label_mask
@@ -263,7 +264,11 @@ def _blocks(data: xr.DataArray, allowed: np.ndarray) -> Iterator[tuple[int, np.n
         else:
             wanted.append((start, start + size))
 
+    source = stored_source(array) if isinstance(array, da.Array) else None
+
     def read(span: tuple[int, int]) -> np.ndarray:
+        if source is not None:  # one read of the block's stored chunks, straight into it
+            return np.asarray(source[span[0] : span[1]], dtype=np.float32)
         block = array[span[0] : span[1]]
         if isinstance(block, da.Array):  # these threads are the parallelism: no dask pool
             block = block.compute(scheduler=dask.local.get_sync)

@@ -167,3 +167,29 @@ def test_in_memory_dataset_matches_the_store(store):
 def test_user_errors(store, kwargs, message):
     with pytest.raises(EmbstoreError, match=message):
         embstore.neighbors(embstore.open(store), **kwargs)
+
+
+def test_blocks_of_small_stored_chunks_are_read_in_one_call_each(tmp_path, monkeypatch, block_rows):
+    """The exact search reads each block of stored chunks with one call into one array (no
+    task and no concatenation per 256-row chunk), and finds the same rows as numpy."""
+    from xarray.backends.zarr import ZarrArrayWrapper
+
+    rows, dim = 3000, 32
+    x = np.random.default_rng(11).standard_normal((rows, dim), dtype="f4")
+    paths = [f"c/{i:05d}.npy" for i in range(rows)]
+    StoreWriter(tmp_path / "s.store", feature_size=dim, row_chunk=256).append(paths, x, {})
+    ds = embstore.open(tmp_path / "s.store")
+    calls = []
+    original = ZarrArrayWrapper.__getitem__
+
+    def counting(self, key):
+        if len(key.tuple) == 2:  # the matrix (labels are read whole, once)
+            calls.append(key.tuple[0])
+        return original(self, key)
+
+    monkeypatch.setattr(ZarrArrayWrapper, "__getitem__", counting)
+    table = embstore.neighbors(ds, x[:3], k=4, metric="dot")
+    blocks = 12 if block_rows == 1 else 1  # 12 stored chunks, grouped up to BLOCK_ROWS rows
+    assert len(calls) == blocks, calls
+    expected = np.argsort(-(x[:3] @ x.T), axis=1, kind="stable")[:, :4]
+    assert table["path"].tolist() == [paths[i] for i in expected.ravel()]

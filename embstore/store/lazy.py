@@ -314,6 +314,24 @@ SCAN_BLOCK_BYTES = 16 * 2**20
 """Target bytes of one dask task of a full scan (a whole multiple of the stored row chunk)."""
 
 
+def stored_source(x: da.Array) -> Any | None:
+    """What ``x`` reads, when ``x`` is a plain read of one stored variable (as
+    :func:`embstore.open` gives it: one dask chunk per stored chunk), else ``None``.
+
+    The source takes numpy-style row slices and reads them with one call, each stored chunk
+    once into the result (no per-chunk task, no concatenation). An array that is already
+    sliced, computed on or unevenly chunked has no such source.
+    """
+    layers = x.dask.layers
+    original = [name for name in layers if str(name).startswith("original-")]
+    if len(layers) != 2 or len(original) != 1 or x.ndim < 1 or not x.shape[0]:
+        return None
+    if len(set(x.chunks[0][:-1])) > 1 or any(len(c) > 1 for c in x.chunks[1:]):
+        return None
+    (source,) = layers[original[0]].values()
+    return source
+
+
 def scan_blocks(x: da.Array, target_bytes: int | None = None) -> da.Array:
     """``x`` (as :func:`embstore.open` gives it: one dask chunk per stored chunk) re-read in
     row blocks of several stored chunks, ~``target_bytes`` each, for a pass over every row.
@@ -321,20 +339,15 @@ def scan_blocks(x: da.Array, target_bytes: int | None = None) -> da.Array:
     A store in 256-row chunks otherwise runs one task per 256 rows, and a full scan pays dask's
     per-task cost thousands of times (issue 18: 2.15x slower than 4,096-row chunks). Opening
     coarser would make one-subject reads read whole blocks, so only the scans ask for this.
-    An array that is not a plain read of one stored variable (already sliced, computed on, or
-    unevenly chunked) is returned unchanged.
+    An array without a :func:`stored_source` is returned unchanged.
     """
     target = SCAN_BLOCK_BYTES if target_bytes is None else target_bytes
-    layers = x.dask.layers
-    original = [name for name in layers if str(name).startswith("original-")]
-    if len(layers) != 2 or len(original) != 1 or x.ndim < 1 or not x.shape[0]:
+    source = stored_source(x)
+    if source is None:
         return x
-    if len(set(x.chunks[0][:-1])) > 1 or any(len(c) > 1 for c in x.chunks[1:]):
-        return x
-    (backend,) = layers[original[0]].values()
     step = x.chunks[0][0]
     chunk_bytes = step * x.dtype.itemsize * int(np.prod(x.shape[1:], dtype=np.int64))
     rows = max(1, target // max(chunk_bytes, 1)) * step
     if rows <= step:
         return x
-    return da.from_array(backend, chunks=(rows, *x.shape[1:]), meta=x._meta)
+    return da.from_array(source, chunks=(rows, *x.shape[1:]), meta=x._meta)
