@@ -165,14 +165,13 @@ def normalize(
 def _statistics(ds: xr.Dataset, x: da.Array, used: np.ndarray) -> tuple[Any, Any, Any]:
     """Lazy per-feature mean, population std and row count over the ``used`` rows of ``x``."""
     x = scan_blocks(x)  # a few stored chunks a task, not one (256-row chunks: issue 18)
-    selected = x if used.all() else x[np.flatnonzero(used)]
     if "nonfinite" not in ds.coords:  # no label to trust: drop non-finite rows lazily
-        selected = selected.astype(np.float64)
+        selected = (x if used.all() else x[np.flatnonzero(used)]).astype(np.float64)
         finite = da.isfinite(selected).all(axis=1)
         selected = da.where(finite[:, None], selected, np.nan)
         mean, var = da.nanmean(selected, axis=0), da.nanvar(selected, axis=0)
         return mean, da.sqrt(var), finite.sum()
-    mean, var = feature_moments(selected)
+    mean, var = feature_moments(x, None if used.all() else used)
     return mean, da.sqrt(var), int(used.sum())
 
 
@@ -202,19 +201,24 @@ def masked_outside(values: da.Array, ds: xr.Dataset, attrs: dict[str, Any]) -> d
     return da.where(inside[:, None], values, np.float32(np.nan))
 
 
-def feature_moments(x: da.Array) -> tuple[da.Array, da.Array]:
-    """Lazy per-feature mean and population variance of the rows of ``x``, in float64.
+def feature_moments(x: da.Array, used: np.ndarray | None = None) -> tuple[da.Array, da.Array]:
+    """Lazy per-feature mean and population variance of the rows of ``x`` (those where
+    ``used`` is True, if given), in float64.
 
     One pass: each row chunk gives its count, mean and sum of squared deviations (float64,
     around its own mean), and a tree reduction merges them exactly (Chan et al.'s pairwise
     update). A task holds one chunk or a few moment triples, so memory stays flat however many
-    chunks there are, and each chunk is read once for both statistics.
+    chunks there are, and each chunk is read once for both statistics. Rows left out by
+    ``used`` are dropped inside their chunk's task (``x[used]`` would make dask take rows
+    into new chunks first: 40% more time for three excluded subjects at 100,000 rows).
     """
     features = x.shape[1]
     x = x.rechunk({1: -1})
+    mask = [] if used is None else [da.from_array(used[:, None], chunks=(x.chunks[0], 1))]
     per_chunk = da.map_blocks(
         _chunk_moments,
         x,
+        *mask,
         new_axis=2,
         chunks=((1,) * x.numblocks[0], (3,), (features,)),
         dtype=np.float64,
@@ -235,8 +239,11 @@ def feature_moments(x: da.Array) -> tuple[da.Array, da.Array]:
         return moments[1], moments[2] / moments[0]
 
 
-def _chunk_moments(block: np.ndarray) -> np.ndarray:
-    """``[count, mean, sum of squared deviations]`` of a row chunk, shape (1, 3, features)."""
+def _chunk_moments(block: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """``[count, mean, sum of squared deviations]`` of a row chunk (its rows where ``keep``,
+    shape (rows, 1), is True), shape (1, 3, features)."""
+    if keep is not None and not keep.all():
+        block = block[keep[:, 0]]
     values = block.astype(np.float64)  # the one float64 copy of the chunk; the rest in place
     n = len(values)
     mean = values.mean(axis=0) if n else np.zeros(values.shape[1])

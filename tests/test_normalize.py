@@ -208,3 +208,17 @@ def test_small_chunk_scans_read_blocks_of_chunks_and_give_the_same_statistics(tm
     np.testing.assert_allclose(a, b, rtol=1e-13)
     sa = embstore.normalize(embstore.open(small)).normalized_std.values
     np.testing.assert_allclose(sa, x.astype("f8").std(axis=0), rtol=1e-12)
+
+
+def test_excluded_rows_are_dropped_inside_each_chunks_task(store, monkeypatch):
+    """Excluding subjects adds one mask block per row block to the statistics graph, not a
+    take of the kept rows into new chunks (40% of the statistics' time at 100K rows)."""
+    monkeypatch.setattr("embstore.store.lazy.SCAN_BLOCK_BYTES", 0)  # scans: one chunk a task
+    ds = embstore.open(store)
+    excluded = embstore.normalize(ds, exclude_subjects=[EXCLUDED]).normalized_mean.data
+    everyone = embstore.normalize(ds).normalized_mean.data
+    row_blocks = len(ds.embedding.data.chunks[0])
+    assert len(excluded.__dask_graph__()) <= len(everyone.__dask_graph__()) + row_blocks
+    expected, _, _ = _reference(ds.embedding.values, ds.subject.values != EXCLUDED)
+    got = embstore.normalize(ds, exclude_subjects=[EXCLUDED]).normalized.values
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
