@@ -16,10 +16,10 @@ N, DIM = 103, 8
 search = importlib.import_module("embstore._neighbors")  # the module
 
 
-@pytest.fixture(params=[1, 16384], ids=["block-per-chunk", "chunks-grouped"], autouse=True)
-def block_rows(request, monkeypatch):
+@pytest.fixture(params=[1, 16 << 20], ids=["block-per-chunk", "chunks-grouped"], autouse=True)
+def block_bytes(request, monkeypatch):
     """Score each 10-row chunk apart (running top-k merged across chunks), or all at once."""
-    monkeypatch.setattr(search, "BLOCK_ROWS", request.param)
+    monkeypatch.setattr(search, "BLOCK_BYTES", request.param)
     return request.param
 
 
@@ -169,7 +169,9 @@ def test_user_errors(store, kwargs, message):
         embstore.neighbors(embstore.open(store), **kwargs)
 
 
-def test_blocks_of_small_stored_chunks_are_read_in_one_call_each(tmp_path, monkeypatch, block_rows):
+def test_blocks_of_small_stored_chunks_are_read_in_one_call_each(
+    tmp_path, monkeypatch, block_bytes
+):
     """The exact search reads each block of stored chunks with one call into one array (no
     task and no concatenation per 256-row chunk), and finds the same rows as numpy."""
     from xarray.backends.zarr import ZarrArrayWrapper
@@ -189,7 +191,36 @@ def test_blocks_of_small_stored_chunks_are_read_in_one_call_each(tmp_path, monke
 
     monkeypatch.setattr(ZarrArrayWrapper, "__getitem__", counting)
     table = embstore.neighbors(ds, x[:3], k=4, metric="dot")
-    blocks = 12 if block_rows == 1 else 1  # 12 stored chunks, grouped up to BLOCK_ROWS rows
+    blocks = 12 if block_bytes == 1 else 1  # 12 stored chunks, grouped up to BLOCK_BYTES
     assert len(calls) == blocks, calls
     expected = np.argsort(-(x[:3] @ x.T), axis=1, kind="stable")[:, :4]
+    assert table["path"].tolist() == [paths[i] for i in expected.ravel()]
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["stored-chunks", "in-memory"])
+def test_blocks_stay_within_block_bytes(tmp_path, monkeypatch, stored):
+    """Stored chunks are grouped and an in-memory matrix is cut into blocks of at most
+    BLOCK_BYTES of float32 rows: larger ones are fresh pages each time (glibc maps blocks above
+    its 32 MiB threshold anew), whose first touch cost more than reading them."""
+    rows, dim = 2000, 32  # 128 bytes a row; 64 KiB hold 512 rows, i.e. five 100-row chunks
+    x = np.random.default_rng(5).standard_normal((rows, dim), dtype="f4")
+    paths = [f"c/{i:05d}.npy" for i in range(rows)]
+    StoreWriter(tmp_path / "s.store", feature_size=dim, row_chunk=100).append(paths, x, {})
+    ds = embstore.open(tmp_path / "s.store")
+    if not stored:
+        ds = ds.load()
+    monkeypatch.setattr(search, "BLOCK_BYTES", 64 << 10)
+    sizes = []
+    original = search._NumpyTopK.update
+
+    def recording(self, block, *args):
+        sizes.append(block.nbytes)
+        return original(self, block, *args)
+
+    monkeypatch.setattr(search._NumpyTopK, "update", recording)
+    table = embstore.neighbors(ds, x[:2], k=3, metric="dot")
+    row = dim * 4
+    # five whole 100-row chunks a block; or 512 rows a block, the last one what is left
+    assert sizes == ([500 * row] * 4 if stored else [512 * row] * 3 + [464 * row])
+    expected = np.argsort(-(x[:2] @ x.T), axis=1, kind="stable")[:, :3]
     assert table["path"].tolist() == [paths[i] for i in expected.ravel()]
