@@ -254,7 +254,8 @@ def _prepare_queries(vectors: np.ndarray, metric: str) -> np.ndarray:
 def _blocks(data: xr.DataArray, allowed: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     """``(first_row, block)`` for each block holding an allowed row, read ahead in threads."""
     array = data.data
-    limit = max(1, BLOCK_BYTES // (4 * max(1, math.prod(array.shape[1:]))))  # rows
+    row_bytes = max(4, array.dtype.itemsize) * max(1, math.prod(array.shape[1:]))
+    limit = max(1, BLOCK_BYTES // row_bytes)  # rows, as read (float64 stays float64 until scored)
     sizes = array.chunks[0] if isinstance(array, da.Array) else None
     if sizes is None:
         full, rest = divmod(len(allowed), limit)

@@ -277,7 +277,9 @@ def metadata_in_memory(group: zarr.Group) -> zarr.Group:
     used to list the group and read every ``zarr.json`` again). Nothing is written: the
     metadata is zarr's consolidated form, held by this group object only.
     """
-    members = {key: node.metadata for key, node in group.members(max_depth=None)}
+    # sorted: members arrive in the order their reads finish; xarray's dask names (tokens)
+    # and the variables' order follow this order, so the same version gives the same names
+    members = {key: node.metadata for key, node in sorted(group.members(max_depth=None))}
     for key, meta in members.items():
         if isinstance(meta, GroupMetadata) and meta.consolidated_metadata is None:
             members[key] = replace(meta, consolidated_metadata=ConsolidatedMetadata(metadata={}))

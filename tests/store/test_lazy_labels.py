@@ -202,3 +202,17 @@ def test_open_reads_each_metadata_document_once(
     assert "embedding/zarr.json" in documents and "zarr.json" in documents
     assert max(documents.values()) == 1, documents
     assert ds.embedding.shape[0] == int(ds.subject.size)
+
+
+def test_two_opens_of_one_version_give_the_same_dask_names(tmp_path):
+    """The metadata kept in memory is in a fixed order: xarray's dask names (tokens) are the
+    same for the same version, so dask can reuse what it computed, and differ between versions."""
+    store = tmp_path / "s.store"
+    x = np.arange(60, dtype="f4").reshape(20, 3)
+    writer = StoreWriter(store, feature_size=3, row_chunk=5)
+    writer.append([f"c/{i}.npy" for i in range(10)], x[:10], {"subject": ["a"] * 10})
+    writer.append([f"c/{i}.npy" for i in range(10, 20)], x[10:], {"subject": ["b"] * 10})
+    names = {embstore.open(store).embedding.data.name for _ in range(4)}
+    assert len(names) == 1
+    previous = embstore.open(store, version=embstore.log(store)[1].id).embedding.data.name
+    assert previous not in names
